@@ -1,0 +1,279 @@
+"""The `telephony` command."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import uuid
+
+import click
+from dotenv import load_dotenv
+
+from telephony_service.settings import Settings, SettingsError, load_settings
+
+
+def _settings() -> Settings:
+    try:
+        return load_settings()
+    except SettingsError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _session(settings: Settings):  # type: ignore[no-untyped-def]
+    from telephony_service.db import make_engine, make_session_factory
+
+    return make_session_factory(make_engine(settings.database_url))()
+
+
+def _fail(exc: Exception) -> click.ClickException:
+    return click.ClickException(str(exc))
+
+
+@click.group()
+@click.option("-v", "--verbose", is_flag=True, help="Log debug detail.")
+def main(verbose: bool) -> None:
+    """Patient callback service."""
+    load_dotenv(".env")
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    # RQ logs every job at INFO, which drowns the interesting lines in development.
+    logging.getLogger("rq.worker").setLevel(logging.WARNING)
+
+
+@main.group()
+def db() -> None:
+    """Database schema."""
+
+
+@db.command("upgrade")
+def db_upgrade() -> None:
+    """Apply the migrations."""
+    from telephony_service.migrate import upgrade
+
+    upgrade(_settings().database_url)
+    click.echo("database is up to date")
+
+
+@main.group()
+def practice() -> None:
+    """Practices."""
+
+
+@practice.command("add")
+@click.option("--name", required=True)
+@click.option("--number", required=True, help="The practice's Twilio number, E.164.")
+@click.option("--timezone", "timezone", required=True, help="IANA zone, e.g. America/Chicago.")
+@click.option("--booking-url", default=None)
+def practice_add(name: str, number: str, timezone: str, booking_url: str | None) -> None:
+    """Add a practice; prints its id."""
+    from telephony_service.clock import system_clock
+    from telephony_service.services.practices import InvalidInput, add_practice
+
+    with _session(_settings()) as session:
+        try:
+            created = add_practice(
+                session,
+                name=name,
+                number=number,
+                timezone=timezone,
+                booking_url=booking_url,
+                now=system_clock(),
+            )
+        except InvalidInput as exc:
+            raise _fail(exc) from None
+        session.commit()
+        click.echo(created.id)
+
+
+@main.group()
+def user() -> None:
+    """Staff users."""
+
+
+@user.command("add")
+@click.option("--practice", "practice_id", type=int, required=True)
+@click.option("--email", required=True)
+@click.option("--role", type=click.Choice(["agent", "clinician", "manager"]), required=True)
+@click.option("--phone", required=True, help="The phone the service rings for their calls.")
+def user_add(practice_id: int, email: str, role: str, phone: str) -> None:
+    """Add a user; the password is read from stdin (or asked for on a terminal)."""
+    from telephony_service.clock import system_clock
+    from telephony_service.services.practices import InvalidInput, add_user
+
+    if sys.stdin.isatty():
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+    with _session(_settings()) as session:
+        try:
+            created = add_user(
+                session,
+                practice_id=practice_id,
+                email=email,
+                role=role,
+                phone=phone,
+                password=password,
+                now=system_clock(),
+            )
+        except InvalidInput as exc:
+            raise _fail(exc) from None
+        session.commit()
+        click.echo(created.id)
+
+
+@main.group()
+def apikey() -> None:
+    """API keys for integrations."""
+
+
+@apikey.command("add")
+@click.option("--practice", "practice_id", type=int, required=True)
+def apikey_add(practice_id: int) -> None:
+    """Create an API key; it is printed once and only its hash is kept."""
+    from telephony_service.clock import system_clock
+    from telephony_service.services.practices import InvalidInput, add_api_key
+
+    with _session(_settings()) as session:
+        try:
+            key = add_api_key(session, practice_id=practice_id, now=system_clock())
+        except InvalidInput as exc:
+            raise _fail(exc) from None
+        session.commit()
+        click.echo(key)
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=5000, show_default=True, type=int)
+def run(host: str, port: int) -> None:
+    """Development: web + worker on the embedded defaults."""
+    from telephony_service.devserver import run as run_dev
+
+    run_dev(_settings(), host, port)
+
+
+@main.command()
+@click.option("--burst", is_flag=True, help="Stop when the queue is empty.")
+def worker(burst: bool) -> None:
+    """An RQ worker, with the relay that re-enqueues stored but unprocessed work."""
+    from workers.main import run_worker
+
+    settings = _settings()
+    if settings.redis_url is None:
+        raise click.ClickException("set REDIS_URL (only `telephony run` embeds a Redis)")
+    run_worker(settings, burst=burst)
+
+
+@main.group()
+def simulate() -> None:
+    """Send correctly signed Twilio-shaped webhooks to a running service."""
+
+
+_target = click.option(
+    "--target",
+    default=None,
+    help="Where to send the requests (default: PUBLIC_BASE_URL, which is what gets signed).",
+)
+
+
+@simulate.command("missed-call")
+@click.option("--from", "caller", required=True)
+@click.option("--to", "number", required=True)
+@_target
+def simulate_missed_call(caller: str, number: str, target: str | None) -> None:
+    """A caller hangs up at the greeting: a missed_call task."""
+    _simulate_call(caller, number, target, voicemail=None)
+
+
+@simulate.command("voicemail")
+@click.option("--from", "caller", required=True)
+@click.option("--to", "number", required=True)
+@click.option("--message", default="Hi, this is a test message, please call me back.")
+@_target
+def simulate_voicemail(caller: str, number: str, message: str, target: str | None) -> None:
+    """A caller leaves a voicemail: a voicemail task with its transcription."""
+    _simulate_call(caller, number, target, voicemail=message)
+
+
+def _simulate_call(caller: str, number: str, target: str | None, voicemail: str | None) -> None:
+    import requests
+
+    from telephony_service.web.security import sign
+
+    settings = _settings()
+    base = settings.public_base_url
+    target = (target or base).rstrip("/")
+    account = settings.twilio_account_sid or "AC" + "0" * 32
+    call_sid = "CA" + uuid.uuid4().hex
+    common = {
+        "AccountSid": account,
+        "CallSid": call_sid,
+        "From": caller,
+        "To": number,
+        "Direction": "inbound",
+        "ApiVersion": "2010-04-01",
+    }
+
+    def post(path: str, params: dict[str, str]) -> None:
+        signature = sign(base + path, params, settings.webhook_auth_token)
+        try:
+            response = requests.post(
+                target + path, data=params, headers={"X-Twilio-Signature": signature}, timeout=10
+            )
+        except requests.RequestException as exc:
+            raise click.ClickException(f"could not reach {target}: {exc}") from None
+        click.echo(f"POST {path} -> {response.status_code}")
+        if response.status_code >= 400:
+            raise click.ClickException(response.text[:300])
+
+    post("/twilio/voice/incoming", {**common, "CallStatus": "ringing"})
+    if voicemail is not None:
+        recording_sid = "RE" + uuid.uuid4().hex
+        recording_url = (
+            f"https://api.twilio.com/2010-04-01/Accounts/{account}/Recordings/{recording_sid}"
+        )
+        recording = {
+            "AccountSid": account,
+            "CallSid": call_sid,
+            "RecordingSid": recording_sid,
+            "RecordingUrl": recording_url,
+            "RecordingStatus": "completed",
+            "RecordingDuration": "9",
+            "RecordingChannels": "1",
+            "RecordingSource": "RecordVerb",
+        }
+        post(
+            "/twilio/voice/recorded",
+            {
+                **common,
+                "CallStatus": "in-progress",
+                "RecordingSid": recording_sid,
+                "RecordingUrl": recording_url,
+                "RecordingDuration": "9",
+                "Digits": "hangup",
+            },
+        )
+        post("/twilio/voice/status", {**common, "CallStatus": "completed", "CallDuration": "21"})
+        post("/twilio/voice/recording", recording)
+        post(
+            "/twilio/voice/transcription",
+            {
+                **common,
+                "TranscriptionSid": "TR" + uuid.uuid4().hex,
+                "TranscriptionText": voicemail,
+                "TranscriptionStatus": "completed",
+                "TranscriptionUrl": f"{recording_url}/Transcriptions",
+                "RecordingSid": recording_sid,
+                "RecordingUrl": recording_url,
+                "CallStatus": "completed",
+            },
+        )
+    else:
+        post("/twilio/voice/status", {**common, "CallStatus": "completed", "CallDuration": "6"})
+    click.echo(f"simulated call {call_sid}; the task appears in GET {target}/api/v1/tasks")
+
+
+if __name__ == "__main__":
+    main()

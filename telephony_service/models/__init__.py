@@ -1,0 +1,257 @@
+"""SQLAlchemy 2.0 typed models. PostgreSQL is the source of truth."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from typing import Annotated, Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Date,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend (SQLite drops the offset)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+# BigInteger on PostgreSQL, INTEGER on SQLite so it stays the rowid alias.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+intpk = Annotated[int, mapped_column(BigId, primary_key=True)]
+utc = Annotated[datetime, mapped_column(UTCDateTime())]
+str16 = Annotated[str, mapped_column(String(16))]
+str32 = Annotated[str, mapped_column(String(32))]
+str64 = Annotated[str, mapped_column(String(64))]
+str200 = Annotated[str, mapped_column(String(200))]
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {dict[str, Any]: JSON().with_variant(JSONB(), "postgresql")}
+
+
+class Practice(Base):
+    __tablename__ = "practices"
+
+    id: Mapped[intpk]
+    name: Mapped[str200]
+    twilio_number: Mapped[str16] = mapped_column(unique=True)
+    timezone: Mapped[str64]
+    booking_url: Mapped[str | None] = mapped_column(String(500))
+    # Weekly business hours as {"mon": [["08:00", "17:00"]], ...}; see domain.calendar.
+    business_hours: Mapped[dict[str, Any]]
+    observe_us_holidays: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[utc]
+
+    closures: Mapped[list[PracticeClosure]] = relationship(
+        back_populates="practice", order_by="PracticeClosure.day"
+    )
+
+
+class PracticeClosure(Base):
+    """A day the practice is closed beyond the federal holidays (staff training, snow)."""
+
+    __tablename__ = "practice_closures"
+    __table_args__ = (UniqueConstraint("practice_id", "day"),)
+
+    id: Mapped[intpk]
+    practice_id: Mapped[int] = mapped_column(ForeignKey("practices.id", ondelete="CASCADE"))
+    day: Mapped[date] = mapped_column(Date)  # local to the practice
+    reason: Mapped[str | None] = mapped_column(String(200))
+
+    practice: Mapped[Practice] = relationship(back_populates="closures")
+
+
+class User(Base):
+    __tablename__ = "users"
+
+    id: Mapped[intpk]
+    practice_id: Mapped[int] = mapped_column(
+        ForeignKey("practices.id", ondelete="CASCADE"), index=True
+    )
+    email: Mapped[str] = mapped_column(String(254), unique=True)
+    role: Mapped[str16]
+    phone: Mapped[str16]
+    password_hash: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[utc]
+
+
+class ApiKey(Base):
+    """A practice's API key. Only a SHA-256 of the secret is stored."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[intpk]
+    practice_id: Mapped[int] = mapped_column(
+        ForeignKey("practices.id", ondelete="CASCADE"), index=True
+    )
+    key_hash: Mapped[str64] = mapped_column(unique=True)
+    prefix: Mapped[str16]
+    created_at: Mapped[utc]
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class Contact(Base):
+    """One per practice and phone number."""
+
+    __tablename__ = "contacts"
+    __table_args__ = (UniqueConstraint("practice_id", "phone"),)
+
+    id: Mapped[intpk]
+    practice_id: Mapped[int] = mapped_column(ForeignKey("practices.id", ondelete="CASCADE"))
+    phone: Mapped[str16]
+    name: Mapped[str | None] = mapped_column(String(200))
+    # None until we know: a new-patient request says no, an EHR referral may say yes.
+    is_known_patient: Mapped[bool | None] = mapped_column(Boolean)
+    timezone: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[utc]
+
+
+class Task(Base):
+    __tablename__ = "tasks"
+    __table_args__ = (
+        # The queue and the API list read open tasks of one practice by deadline.
+        Index("ix_tasks_practice_status_due", "practice_id", "status", "due_at"),
+        Index("ix_tasks_practice_due", "practice_id", "due_at", "id"),
+        Index("ix_tasks_contact_status", "contact_id", "status"),
+        UniqueConstraint("practice_id", "idempotency_key"),
+    )
+
+    id: Mapped[intpk]
+    practice_id: Mapped[int] = mapped_column(ForeignKey("practices.id", ondelete="CASCADE"))
+    contact_id: Mapped[int | None] = mapped_column(ForeignKey("contacts.id"))
+    category: Mapped[str32]
+    status: Mapped[str32]
+    priority: Mapped[int] = mapped_column(Integer)
+    name: Mapped[str | None] = mapped_column(String(200))
+    reason: Mapped[str | None] = mapped_column(String(1000))
+    source: Mapped[str64]
+    no_callback_number: Mapped[bool] = mapped_column(Boolean, default=False)
+    call_count: Mapped[int] = mapped_column(Integer, default=0)
+    has_voicemail: Mapped[bool] = mapped_column(Boolean, default=False)
+    owner_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    idempotency_key: Mapped[str | None] = mapped_column(String(200))
+    idempotency_hash: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[utc]
+    updated_at: Mapped[utc]
+    due_at: Mapped[utc]
+    next_action: Mapped[str | None] = mapped_column(String(64))
+    next_action_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    contact: Mapped[Contact | None] = relationship()
+    owner: Mapped[User | None] = relationship()
+    timeline: Mapped[list[TaskEvent]] = relationship(
+        back_populates="task", order_by="(TaskEvent.at, TaskEvent.id)"
+    )
+
+
+class TaskEvent(Base):
+    """The task's timeline: append-only."""
+
+    __tablename__ = "task_events"
+
+    id: Mapped[intpk]
+    task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"), index=True)
+    at: Mapped[utc]
+    kind: Mapped[str32]
+    text: Mapped[str | None] = mapped_column(Text)
+    data: Mapped[dict[str, Any] | None]
+
+    task: Mapped[Task] = relationship(back_populates="timeline")
+
+
+class Call(Base):
+    """One Twilio call, joined by CallSid.
+
+    Twilio's status, recording and transcription callbacks arrive in any order and only the
+    status callback carries the caller's number, so whatever arrives first creates the row
+    and the status callback links it to a task.
+    """
+
+    __tablename__ = "calls"
+
+    id: Mapped[intpk]
+    call_sid: Mapped[str64] = mapped_column(unique=True)
+    practice_id: Mapped[int | None] = mapped_column(ForeignKey("practices.id"), index=True)
+    task_id: Mapped[int | None] = mapped_column(ForeignKey("tasks.id"), index=True)
+    direction: Mapped[str16] = mapped_column(default="inbound")
+    status: Mapped[str | None] = mapped_column(String(20))
+    duration: Mapped[int | None] = mapped_column(Integer)
+    recording_sid: Mapped[str | None] = mapped_column(String(64))
+    recording_url: Mapped[str | None] = mapped_column(String(500))
+    recording_duration: Mapped[int | None] = mapped_column(Integer)
+    transcription: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[utc]
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class WebhookEvent(Base):
+    """A Twilio webhook exactly as received, stored before we answer Twilio.
+
+    (kind, sid) is unique: Twilio retries a callback it thinks failed, and a retry must not
+    become a second event. processed_at is empty until a worker has applied it; the relay
+    re-enqueues rows that stay empty (Redis was down, a job was lost).
+    """
+
+    __tablename__ = "webhook_events"
+    __table_args__ = (
+        UniqueConstraint("kind", "sid"),
+        # The relay scans only unprocessed rows; a partial index keeps that scan tiny
+        # however many processed events accumulate.
+        Index(
+            "ix_webhook_events_unprocessed",
+            "received_at",
+            postgresql_where=text("processed_at IS NULL"),
+            sqlite_where=text("processed_at IS NULL"),
+        ),
+    )
+
+    id: Mapped[intpk]
+    kind: Mapped[str32]
+    sid: Mapped[str64]
+    params: Mapped[dict[str, Any]]
+    received_at: Mapped[utc]
+    processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(String(500))

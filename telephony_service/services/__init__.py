@@ -1,0 +1,1 @@
+"""Use cases. Each takes its dependencies (session, clock, gateways) as parameters."""

@@ -1,0 +1,75 @@
+"""Raw Twilio events: stored once, before Twilio gets its answer, then applied by a worker."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, Engine, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from telephony_service.models import WebhookEvent
+
+# An event that failed this many times waits for a person (RQ's failed registry has the
+# traceback); retrying it forever would only hide the bug behind a busy worker.
+MAX_ATTEMPTS = 5
+
+_table = WebhookEvent.__table__
+
+
+def record_event(
+    engine: Engine, *, kind: str, sid: str, params: dict[str, Any], now: datetime
+) -> int | None:
+    """Store an event; None if (kind, sid) was already stored (a Twilio retry).
+
+    Core, not the ORM: this runs on every webhook and is the hot path of the service.
+    """
+    dialect = postgresql if engine.dialect.name == "postgresql" else sqlite
+    statement = (
+        dialect.insert(_table)
+        .values(kind=kind, sid=sid, params=params, received_at=now, attempts=0)
+        .on_conflict_do_nothing(index_elements=["kind", "sid"])
+        .returning(_table.c.id)
+    )
+    with engine.begin() as connection:
+        return _scalar(connection, statement)
+
+
+def _scalar(connection: Connection, statement: Any) -> int | None:
+    row = connection.execute(statement).first()
+    return None if row is None else int(row[0])
+
+
+def stale_event_ids(session: Session, *, now: datetime, older_than: timedelta) -> list[int]:
+    """Events stored but not applied: their job was never enqueued, lost, or failed."""
+    return list(
+        session.scalars(
+            select(WebhookEvent.id)
+            .where(
+                WebhookEvent.processed_at.is_(None),
+                WebhookEvent.received_at < now - older_than,
+                WebhookEvent.attempts < MAX_ATTEMPTS,
+            )
+            .order_by(WebhookEvent.received_at)
+            .limit(500)
+        )
+    )
+
+
+def count_attempt(session: Session, event_id: int) -> bool:
+    """Count an attempt in its own transaction, so a crash still counts. False if done."""
+    result = session.execute(
+        update(WebhookEvent)
+        .where(WebhookEvent.id == event_id, WebhookEvent.processed_at.is_(None))
+        .values(attempts=WebhookEvent.attempts + 1)
+    )
+    session.commit()
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def record_failure(session: Session, event_id: int, error: str) -> None:
+    session.execute(
+        update(WebhookEvent).where(WebhookEvent.id == event_id).values(error=error[:500])
+    )
+    session.commit()

@@ -1,0 +1,396 @@
+"""Every missed call, voicemail and inquiry becomes exactly one callback task."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from telephony_service.domain.categories import BASE_PRIORITY, INQUIRY_CATEGORIES, Category
+from telephony_service.domain.phones import mask_phone, normalise_phone
+from telephony_service.domain.sla import first_response_due
+from telephony_service.domain.statuses import OPEN, TaskStatus
+from telephony_service.models import Call, Contact, Practice, Task, TaskEvent, WebhookEvent
+from telephony_service.services.practices import calendar_for
+
+log = logging.getLogger(__name__)
+
+# Someone who calls again while we still owe them a call back is telling us it matters.
+REPEAT_CALL_BOOST = 10
+# Twilio trims silence; what is left below this is a hang-up at the beep, not a message.
+MIN_VOICEMAIL_SECONDS = 1
+MAX_TRANSCRIPTION_CHARS = 4000
+TERMINAL_CALL_STATUSES = frozenset({"completed", "busy", "no-answer", "failed", "canceled"})
+
+NEXT_CALL_BACK = "call_back"
+NEXT_IDENTIFY = "identify_caller"
+
+
+# --- webhook events --------------------------------------------------------------------
+
+
+def apply_event(session: Session, event_id: int, *, now: datetime) -> bool:
+    """Apply one stored Twilio event. Idempotent: a second run finds it done.
+
+    Returns False when there was nothing to do (unknown id, already applied).
+    """
+    event = session.execute(
+        select(WebhookEvent).where(WebhookEvent.id == event_id).with_for_update()
+    ).scalar_one_or_none()
+    if event is None or event.processed_at is not None:
+        session.rollback()
+        return False
+    handler = _HANDLERS.get(event.kind)
+    if handler is None:
+        raise ValueError(f"no handler for webhook event kind {event.kind!r}")
+    handler(session, event.params, event.received_at)
+    event.processed_at = now
+    event.error = None
+    session.commit()
+    return True
+
+
+def _voice_status(session: Session, params: dict[str, Any], at: datetime) -> None:
+    if params.get("CallStatus") not in TERMINAL_CALL_STATUSES:
+        return
+    practice = _practice_by_number(session, params.get("To"))
+    if practice is None:
+        log.warning("call ended on %s, which no practice owns", mask_phone(params.get("To")))
+        return
+    call = _lock_call(session, params["CallSid"], at)
+    call.practice_id = practice.id
+    call.status = params.get("CallStatus")
+    call.duration = _int(params.get("CallDuration"))
+    call.ended_at = at
+    if call.task_id is not None:
+        return
+
+    caller = normalise_phone(params.get("From"))
+    contact = _lock_contact(session, practice.id, caller, at) if caller else None
+    task = _open_task(session, contact) if contact is not None else None
+    if task is not None:
+        task.call_count += 1
+        task.priority += REPEAT_CALL_BOOST
+        task.updated_at = at
+        _timeline(session, task, at, "call_merged", data={"call_count": task.call_count})
+    else:
+        category = Category.VOICEMAIL if call.recording_sid else Category.MISSED_CALL
+        task = _new_task(
+            session,
+            practice,
+            contact,
+            category=category,
+            source="phone",
+            at=at,
+        )
+        task.call_count = 1
+        task.no_callback_number = contact is None
+        if contact is None:
+            task.next_action = NEXT_IDENTIFY
+        _timeline(session, task, at, "created", data={"source": "phone"})
+    call.task_id = task.id
+    if call.recording_sid:
+        _attach_voicemail(session, task, call, at)
+    if call.transcription:
+        _timeline(session, task, at, "transcription", text=call.transcription)
+
+
+def _voice_recording(session: Session, params: dict[str, Any], at: datetime) -> None:
+    if params.get("RecordingStatus", "completed") != "completed":
+        return
+    duration = _int(params.get("RecordingDuration")) or 0
+    if duration < MIN_VOICEMAIL_SECONDS:
+        return
+    call = _lock_call(session, params["CallSid"], at)
+    if call.recording_sid is not None:
+        return
+    call.recording_sid = params["RecordingSid"]
+    call.recording_url = params.get("RecordingUrl")
+    call.recording_duration = duration
+    if call.task_id is not None:
+        task = _lock_task(session, call.task_id)
+        _attach_voicemail(session, task, call, at)
+
+
+def _voice_transcription(session: Session, params: dict[str, Any], at: datetime) -> None:
+    text = (params.get("TranscriptionText") or "").strip()
+    if params.get("TranscriptionStatus", "completed") != "completed" or not text:
+        return
+    call = _lock_call(session, params["CallSid"], at)
+    if call.transcription is not None:
+        return
+    call.transcription = text[:MAX_TRANSCRIPTION_CHARS]
+    if call.task_id is not None:
+        task = _lock_task(session, call.task_id)
+        task.updated_at = at
+        _timeline(session, task, at, "transcription", text=call.transcription)
+
+
+_HANDLERS = {
+    "voice.status": _voice_status,
+    "voice.recording": _voice_recording,
+    "voice.transcription": _voice_transcription,
+}
+
+
+def _attach_voicemail(session: Session, task: Task, call: Call, at: datetime) -> None:
+    task.has_voicemail = True
+    task.updated_at = at
+    if task.category == Category.MISSED_CALL:
+        # Same SLA; the category tells the agent there is a message to hear first.
+        task.category = Category.VOICEMAIL
+    _timeline(
+        session,
+        task,
+        at,
+        "voicemail",
+        data={"recording_sid": call.recording_sid, "duration": call.recording_duration},
+    )
+
+
+# --- inquiries -------------------------------------------------------------------------
+
+FIELD_LIMITS = {"name": 200, "reason": 1000, "source": 64}
+
+
+@dataclass(frozen=True)
+class Inquiry:
+    category: Category
+    phone: str
+    name: str | None
+    reason: str | None
+    source: str
+
+    def fingerprint(self) -> str:
+        payload = json.dumps(
+            [self.category, self.phone, self.name, self.reason, self.source], sort_keys=True
+        )
+        return hashlib.sha256(payload.encode()).hexdigest()
+
+
+class InquiryInvalid(ValueError):
+    def __init__(self, errors: dict[str, str]) -> None:
+        super().__init__("invalid inquiry")
+        self.errors = errors
+
+
+class IdempotencyConflict(ValueError):
+    pass
+
+
+def parse_inquiry(payload: Any) -> Inquiry:
+    """Validate an API payload; raises InquiryInvalid with a message per bad field."""
+    if not isinstance(payload, dict):
+        raise InquiryInvalid({"body": "expected a JSON object"})
+    errors: dict[str, str] = {}
+    category = payload.get("category")
+    if category not in {c.value for c in INQUIRY_CATEGORIES}:
+        allowed = ", ".join(sorted(c.value for c in INQUIRY_CATEGORIES))
+        errors["category"] = f"must be one of: {allowed}"
+    raw_phone = payload.get("phone")
+    phone = normalise_phone(raw_phone) if isinstance(raw_phone, str) else None
+    if raw_phone is None:
+        errors["phone"] = "is required"
+    elif phone is None:
+        errors["phone"] = "is not a valid phone number (use E.164, e.g. +14155550123)"
+    text: dict[str, str | None] = {}
+    for field, limit in FIELD_LIMITS.items():
+        value = payload.get(field)
+        if value is None:
+            text[field] = None
+        elif not isinstance(value, str):
+            errors[field] = "must be a string"
+        elif len(value) > limit:
+            errors[field] = f"must be at most {limit} characters"
+        else:
+            text[field] = " ".join(value.split()) or None
+    unknown = sorted(set(payload) - {"category", "phone", *FIELD_LIMITS})
+    for field in unknown:
+        errors[field] = "is not a known field"
+    if errors:
+        raise InquiryInvalid(errors)
+    assert phone is not None and isinstance(category, str)
+    return Inquiry(
+        category=Category(category),
+        phone=phone,
+        name=text["name"],
+        reason=text["reason"],
+        source=text["source"] or "api",
+    )
+
+
+def create_inquiry_task(
+    session: Session,
+    practice: Practice,
+    inquiry: Inquiry,
+    *,
+    idempotency_key: str | None,
+    now: datetime,
+) -> tuple[Task, bool]:
+    """Returns (task, created). A repeated Idempotency-Key returns the first task."""
+    fingerprint = inquiry.fingerprint()
+    if idempotency_key is not None:
+        existing = _task_by_idempotency_key(session, practice.id, idempotency_key)
+        if existing is not None:
+            return _replay(existing, fingerprint), False
+    contact = _lock_contact(session, practice.id, inquiry.phone, now)
+    if inquiry.name and not contact.name:
+        contact.name = inquiry.name
+    if inquiry.category == Category.NEW_PATIENT_REQUEST and contact.is_known_patient is None:
+        contact.is_known_patient = False
+    task = _new_task(
+        session,
+        practice,
+        contact,
+        category=inquiry.category,
+        source=inquiry.source,
+        at=now,
+        name=inquiry.name or contact.name,
+        reason=inquiry.reason,
+    )
+    task.idempotency_key = idempotency_key
+    task.idempotency_hash = fingerprint
+    _timeline(session, task, now, "created", text=inquiry.reason, data={"source": inquiry.source})
+    try:
+        session.commit()
+    except IntegrityError:
+        # Two requests with one Idempotency-Key raced; the other one won.
+        session.rollback()
+        if idempotency_key is None:
+            raise
+        existing = _task_by_idempotency_key(session, practice.id, idempotency_key)
+        if existing is None:
+            raise
+        return _replay(existing, fingerprint), False
+    return task, True
+
+
+def _task_by_idempotency_key(session: Session, practice_id: int, key: str) -> Task | None:
+    return session.scalar(
+        select(Task).where(Task.practice_id == practice_id, Task.idempotency_key == key)
+    )
+
+
+def _replay(task: Task, fingerprint: str) -> Task:
+    if task.idempotency_hash != fingerprint:
+        raise IdempotencyConflict(
+            "this Idempotency-Key was already used with a different request body"
+        )
+    return task
+
+
+# --- shared ----------------------------------------------------------------------------
+
+
+def _new_task(
+    session: Session,
+    practice: Practice,
+    contact: Contact | None,
+    *,
+    category: Category,
+    source: str,
+    at: datetime,
+    name: str | None = None,
+    reason: str | None = None,
+) -> Task:
+    due = first_response_due(category, at, calendar_for(practice))
+    task = Task(
+        practice_id=practice.id,
+        contact_id=contact.id if contact is not None else None,
+        category=category.value,
+        status=TaskStatus.NEW.value,
+        priority=BASE_PRIORITY[category],
+        name=name if name is not None else (contact.name if contact is not None else None),
+        reason=reason,
+        source=source,
+        no_callback_number=False,
+        call_count=0,
+        has_voicemail=False,
+        created_at=at,
+        updated_at=at,
+        due_at=due,
+        next_action=NEXT_CALL_BACK,
+        next_action_at=due,
+    )
+    session.add(task)
+    session.flush()
+    return task
+
+
+def _timeline(
+    session: Session,
+    task: Task,
+    at: datetime,
+    kind: str,
+    *,
+    text: str | None = None,
+    data: dict[str, Any] | None = None,
+) -> None:
+    session.add(TaskEvent(task_id=task.id, at=at, kind=kind, text=text, data=data))
+
+
+def _practice_by_number(session: Session, raw: Any) -> Practice | None:
+    number = normalise_phone(raw if isinstance(raw, str) else None)
+    if number is None:
+        return None
+    return session.scalar(select(Practice).where(Practice.twilio_number == number))
+
+
+def _lock_call(session: Session, call_sid: str, at: datetime) -> Call:
+    """The call row for a CallSid, created by whichever callback arrives first, locked."""
+    query = select(Call).where(Call.call_sid == call_sid).with_for_update()
+    call = session.scalar(query)
+    if call is not None:
+        return call
+    try:
+        with session.begin_nested():
+            session.add(Call(call_sid=call_sid, created_at=at))
+    except IntegrityError:
+        pass  # another worker created it between our select and insert
+    return session.scalars(query).one()
+
+
+def _lock_contact(session: Session, practice_id: int, phone: str, at: datetime) -> Contact:
+    """The contact for a number, locked: two calls from one number must not open two tasks."""
+    query = (
+        select(Contact)
+        .where(Contact.practice_id == practice_id, Contact.phone == phone)
+        .with_for_update()
+    )
+    contact = session.scalar(query)
+    if contact is not None:
+        return contact
+    try:
+        with session.begin_nested():
+            session.add(Contact(practice_id=practice_id, phone=phone, created_at=at))
+    except IntegrityError:
+        pass
+    return session.scalars(query).one()
+
+
+def _lock_task(session: Session, task_id: int) -> Task:
+    return session.scalars(select(Task).where(Task.id == task_id).with_for_update()).one()
+
+
+def _open_task(session: Session, contact: Contact) -> Task | None:
+    return session.scalar(
+        select(Task)
+        .where(Task.contact_id == contact.id, Task.status.in_([s.value for s in OPEN]))
+        .order_by(Task.created_at.desc(), Task.id.desc())
+        .limit(1)
+        .with_for_update()
+    )
+
+
+def _int(value: Any) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None

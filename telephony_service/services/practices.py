@@ -1,0 +1,200 @@
+"""Practices, their users and API keys."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+from datetime import date, datetime
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from argon2 import PasswordHasher
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from telephony_service.domain.calendar import (
+    DEFAULT_HOURS,
+    BusinessCalendar,
+    dump_weekly_hours,
+    parse_weekly_hours,
+)
+from telephony_service.domain.phones import normalise_phone
+from telephony_service.models import ApiKey, Practice, User
+
+ROLES = ("agent", "clinician", "manager")
+API_KEY_PREFIX = "tsk_"
+
+
+class InvalidInput(ValueError):
+    """Bad input from an operator or a client, with a message fit to show them."""
+
+
+def add_practice(
+    session: Session,
+    *,
+    name: str,
+    number: str,
+    timezone: str,
+    booking_url: str | None,
+    now: datetime,
+) -> Practice:
+    name = name.strip()
+    if not name or len(name) > 200:
+        raise InvalidInput("the practice name must be 1 to 200 characters")
+    e164 = normalise_phone(number)
+    if e164 is None:
+        raise InvalidInput(f"{number!r} is not a valid phone number (use E.164, e.g. +14155550123)")
+    try:
+        ZoneInfo(timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise InvalidInput(
+            f"{timezone!r} is not a known time zone (e.g. America/Chicago)"
+        ) from None
+    if booking_url is not None and not booking_url.startswith(("https://", "http://")):
+        raise InvalidInput("the booking URL must start with https://")
+    if session.scalar(select(Practice.id).where(Practice.twilio_number == e164)) is not None:
+        raise InvalidInput(f"another practice already uses {e164}")
+    practice = Practice(
+        name=name,
+        twilio_number=e164,
+        timezone=timezone,
+        booking_url=booking_url,
+        business_hours=dump_weekly_hours(DEFAULT_HOURS),
+        observe_us_holidays=True,
+        created_at=now,
+    )
+    session.add(practice)
+    session.flush()
+    return practice
+
+
+def calendar_for(practice: Practice) -> BusinessCalendar:
+    return BusinessCalendar(
+        timezone=practice.timezone,
+        hours=parse_weekly_hours(practice.business_hours),
+        observe_us_holidays=practice.observe_us_holidays,
+        closures=frozenset(_closure_days(practice)),
+    )
+
+
+def _closure_days(practice: Practice) -> list[date]:
+    return [closure.day for closure in practice.closures]
+
+
+_hasher = PasswordHasher()
+
+
+def add_user(
+    session: Session,
+    *,
+    practice_id: int,
+    email: str,
+    role: str,
+    phone: str,
+    password: str,
+    now: datetime,
+) -> User:
+    if session.get(Practice, practice_id) is None:
+        raise InvalidInput(f"no practice with id {practice_id}")
+    email = email.strip().lower()
+    if "@" not in email or len(email) > 254:
+        raise InvalidInput(f"{email!r} is not an email address")
+    if role not in ROLES:
+        raise InvalidInput(f"role must be one of {', '.join(ROLES)}")
+    e164 = normalise_phone(phone)
+    if e164 is None:
+        raise InvalidInput(f"{phone!r} is not a valid phone number")
+    if len(password) < 10:
+        raise InvalidInput("the password must be at least 10 characters")
+    user = User(
+        practice_id=practice_id,
+        email=email,
+        role=role,
+        phone=e164,
+        password_hash=_hasher.hash(password),
+        created_at=now,
+    )
+    session.add(user)
+    try:
+        session.flush()
+    except IntegrityError:
+        session.rollback()
+        raise InvalidInput(f"a user with email {email} already exists") from None
+    return user
+
+
+def _key_hash(key: str) -> str:
+    # API keys are long random secrets, so a fast hash is enough (unlike passwords).
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def add_api_key(session: Session, *, practice_id: int, now: datetime) -> str:
+    if session.get(Practice, practice_id) is None:
+        raise InvalidInput(f"no practice with id {practice_id}")
+    secret = secrets.token_urlsafe(32)
+    key = API_KEY_PREFIX + secret
+    session.add(
+        ApiKey(
+            practice_id=practice_id,
+            key_hash=_key_hash(key),
+            prefix=key[:12],
+            created_at=now,
+        )
+    )
+    session.flush()
+    return key
+
+
+def practice_for_api_key(session: Session, key: str) -> Practice | None:
+    if not key.startswith(API_KEY_PREFIX) or len(key) > 200:
+        return None
+    row = session.execute(
+        select(Practice)
+        .join(ApiKey, ApiKey.practice_id == Practice.id)
+        .where(ApiKey.key_hash == _key_hash(key), ApiKey.revoked_at.is_(None))
+    ).scalar_one_or_none()
+    return row
+
+
+@dataclass(frozen=True)
+class PracticeCard:
+    """What the voice webhook needs to answer a call, without a database round trip."""
+
+    id: int
+    name: str
+    number: str
+
+
+class PracticeDirectory:
+    """Practices by their Twilio number, cached briefly in the process.
+
+    The incoming-call webhook answers every call to every practice; a query per ring
+    would be the slowest part of building a few hundred bytes of TwiML.
+    """
+
+    def __init__(self, session_factory: sessionmaker[Session], ttl: float = 30.0) -> None:
+        self._session_factory = session_factory
+        self._ttl = ttl
+        self._cache: dict[str, tuple[float, PracticeCard | None]] = {}
+        self._lock = threading.Lock()
+
+    def by_number(self, number: str) -> PracticeCard | None:
+        now = time.monotonic()
+        hit = self._cache.get(number)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        with self._session_factory() as session:
+            practice = session.scalar(select(Practice).where(Practice.twilio_number == number))
+            card = (
+                PracticeCard(practice.id, practice.name, practice.twilio_number)
+                if practice is not None
+                else None
+            )
+        with self._lock:
+            if len(self._cache) > 10_000:
+                self._cache.clear()
+            self._cache[number] = (now + self._ttl, card)
+        return card

@@ -1,0 +1,51 @@
+"""The Flask app factory: one blueprint per audience."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, jsonify
+from werkzeug.exceptions import HTTPException
+
+from telephony_service.settings import Settings, load_settings
+from telephony_service.wiring import Services, build_services
+
+
+def create_app(settings: Settings | None = None, *, services: Services | None = None) -> Flask:
+    if services is None:
+        services = build_services(settings or load_settings())
+    settings = services.settings
+
+    app = Flask(__name__, instance_path=str(settings.instance_path))
+    app.config.update(
+        SECRET_KEY=settings.secret_key,
+        # Twilio posts a few kilobytes; API payloads are small. Anything far larger is
+        # abuse or a bug and gets 413 before it is parsed.
+        MAX_CONTENT_LENGTH=settings.max_form_bytes,
+        MAX_FORM_MEMORY_SIZE=settings.max_form_bytes,
+        JSON_SORT_KEYS=False,
+    )
+    app.extensions["telephony"] = services
+
+    from telephony_service.web import api, health, twilio_hooks
+
+    app.register_blueprint(health.bp)
+    app.register_blueprint(twilio_hooks.bp)
+    app.register_blueprint(api.bp)
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException):  # type: ignore[no-untyped-def]
+        # JSON for the API, plain text for everyone else (Twilio, browsers).
+        from flask import request
+
+        if request.path.startswith("/api/"):
+            return jsonify(error=exc.name, detail=exc.description), exc.code
+        return exc
+
+    logging.getLogger(__name__).debug("app created")
+    return app
+
+
+def services_of(app: Flask) -> Services:
+    services: Services = app.extensions["telephony"]
+    return services

@@ -1,0 +1,61 @@
+"""Twilio webhook signatures. The only module that imports the request validator."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
+from urllib.parse import quote
+
+from flask import Request, abort, current_app, request
+from twilio.request_validator import (
+    SIGNATURE_HEADER,
+    SIGNATURE_SETTINGS_HEADER,
+    RequestValidator,
+    get_signature_algorithm,
+)
+
+log = logging.getLogger(__name__)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def signed_url(public_base_url: str, req: Request) -> str:
+    """The URL Twilio signed: the configured public URL plus the raw path and query.
+
+    `request.url` is what the last proxy made of it (http vs https, host, port), so it is
+    not what Twilio saw; the operator tells us what Twilio sees in PUBLIC_BASE_URL.
+    """
+    raw = req.environ.get("RAW_URI") or req.environ.get("REQUEST_URI")
+    if not raw:
+        raw = quote(req.path)
+        if req.query_string:
+            raw += "?" + req.query_string.decode("latin-1")
+    return public_base_url + raw
+
+
+def twilio_signed(view: F) -> F:
+    """Answer 403 (and store nothing) unless the request carries Twilio's signature."""
+
+    @functools.wraps(view)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        settings = current_app.extensions["telephony"].settings
+        validator = current_app.extensions.get("twilio_validator")
+        if validator is None:
+            validator = RequestValidator(settings.webhook_auth_token)
+            current_app.extensions["twilio_validator"] = validator
+        signature = request.headers.get(SIGNATURE_HEADER, "")
+        url = signed_url(settings.public_base_url, request)
+        algorithm = get_signature_algorithm(request.headers.get(SIGNATURE_SETTINGS_HEADER))
+        if not signature or not validator.validate(url, request.form, signature, algorithm):
+            log.warning("rejected unsigned or forged webhook on %s", request.path)
+            abort(403)
+        return view(*args, **kwargs)
+
+    return cast(F, wrapper)
+
+
+def sign(url: str, params: dict[str, str], auth_token: str) -> str:
+    """The signature Twilio would send for these params; for `telephony simulate`."""
+    return str(RequestValidator(auth_token).compute_signature(url, params))

@@ -1,0 +1,51 @@
+"""The one place that builds real implementations from settings."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from redis import Redis
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from telephony_service.clock import Clock, system_clock
+from telephony_service.db import make_engine, make_session_factory
+from telephony_service.settings import Settings
+from telephony_service.workqueue import WorkQueue, connect_redis
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Services:
+    settings: Settings
+    engine: Engine
+    session_factory: sessionmaker[Session]
+    redis: Redis
+    work: WorkQueue
+    clock: Clock = field(default=system_clock)
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        with self.session_factory() as session:
+            yield session
+
+
+def build_services(settings: Settings, *, clock: Clock = system_clock) -> Services:
+    if settings.redis_url is None:
+        raise RuntimeError(
+            "REDIS_URL is unset; `telephony run` starts an embedded Redis for development"
+        )
+    engine = make_engine(settings.database_url)
+    redis = connect_redis(settings.redis_url, settings.enqueue_timeout)
+    return Services(
+        settings=settings,
+        engine=engine,
+        session_factory=make_session_factory(engine),
+        redis=redis,
+        work=WorkQueue(redis),
+        clock=clock,
+    )

@@ -1,0 +1,140 @@
+"""Test wiring: a real PostgreSQL database and a real Redis db index for each run.
+
+TEST_DATABASE_URL picks the server (default: the local PostgreSQL); `sqlite` runs the same
+suite on SQLite, the development default. TEST_REDIS_URL picks the Redis (the db index in it
+is this run's own; it is flushed before and after).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from redis import Redis
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.engine import make_url
+from twilio.request_validator import RequestValidator
+
+from telephony_service.migrate import upgrade
+from telephony_service.models import Base
+from telephony_service.settings import Settings
+from telephony_service.web import create_app
+from telephony_service.wiring import Services, build_services
+
+PUBLIC_BASE_URL = "https://callbacks.example.test"
+ACCOUNT_SID = "AC" + "a1" * 16
+AUTH_TOKEN = "test-auth-token-0123456789abcdef"
+
+
+class FakeClock:
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **kwargs: float) -> None:
+        self.now += timedelta(**kwargs)
+
+
+def _admin_url() -> str:
+    return os.environ.get(
+        "TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+    )
+
+
+@pytest.fixture(scope="session")
+def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    admin = _admin_url()
+    if admin == "sqlite":
+        path = tmp_path_factory.mktemp("db") / "test.sqlite3"
+        url = f"sqlite:///{path}"
+        upgrade(url)
+        yield url
+        return
+    name = f"telephony_test_{uuid.uuid4().hex[:10]}"
+    admin_engine = create_engine(admin, isolation_level="AUTOCOMMIT")
+    with admin_engine.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    url = make_url(admin).set(database=name).render_as_string(hide_password=False)
+    try:
+        upgrade(url)
+        yield url
+    finally:
+        with admin_engine.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin_engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    return os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    # A Tuesday at 10:00 in New York: inside business hours, away from any holiday.
+    return FakeClock(datetime(2026, 11, 17, 15, 0, tzinfo=UTC))
+
+
+@pytest.fixture
+def settings(database_url: str, redis_url: str, tmp_path: Path) -> Settings:
+    return Settings(
+        database_url=database_url,
+        redis_url=redis_url,
+        secret_key="test-secret-key-0123456789",
+        public_base_url=PUBLIC_BASE_URL,
+        twilio_account_sid=ACCOUNT_SID,
+        twilio_auth_token=AUTH_TOKEN,
+        twilio_api_base_url="https://api.twilio.com",
+        instance_path=tmp_path,
+    )
+
+
+def _clean(engine: Engine) -> None:
+    tables = [table.name for table in reversed(Base.metadata.sorted_tables)]
+    with engine.begin() as connection:
+        if engine.dialect.name == "postgresql":
+            connection.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
+        else:
+            for table in tables:
+                connection.execute(text(f"DELETE FROM {table}"))
+
+
+@pytest.fixture
+def services(settings: Settings, clock: FakeClock) -> Iterator[Services]:
+    wired = build_services(settings, clock=clock)
+    wired.redis.flushdb()
+    _clean(wired.engine)
+    yield wired
+    wired.redis.flushdb()
+    wired.engine.dispose()
+
+
+@pytest.fixture
+def app(services: Services) -> Flask:
+    app = create_app(services=services)
+    app.config["TESTING"] = True
+    return app
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+@pytest.fixture
+def worker_redis(redis_url: str) -> Iterator[Redis]:
+    connection = Redis.from_url(redis_url)
+    yield connection
+    connection.close()
+
+
+def twilio_signature(path: str, params: dict[str, str], token: str = AUTH_TOKEN) -> str:
+    return str(RequestValidator(token).compute_signature(PUBLIC_BASE_URL + path, params))

@@ -1,0 +1,1 @@
+"""RQ jobs, the worker entry point and the relay."""

@@ -1,0 +1,40 @@
+"""`telephony worker`: an RQ worker with the relay beside it.
+
+The worker class is RQ's SimpleWorker: it runs jobs in its own process instead of forking
+one per job. Our jobs are short database transactions; a fork per job re-imports nothing
+but still costs a process start and a fresh connection pool each time (single-digit jobs
+per second), and the connection pool is the expensive part of a job here.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from redis import Redis
+from rq import Queue, SimpleWorker
+
+from telephony_service.settings import Settings
+from telephony_service.wiring import build_services
+from telephony_service.workqueue import QUEUE_NAME
+from workers import runtime
+from workers.relay import Relay, relay_once
+
+log = logging.getLogger(__name__)
+
+
+def run_worker(settings: Settings, *, burst: bool = False) -> None:
+    services = build_services(settings)
+    runtime.install(services)
+    assert settings.redis_url is not None
+    # The worker blocks on Redis for work: it needs its own connection without the
+    # webhook's short socket timeout.
+    connection = Redis.from_url(settings.redis_url)
+    worker = SimpleWorker([Queue(QUEUE_NAME, connection=connection)], connection=connection)
+    relay = Relay(services)
+    relay_once(services)
+    relay.start()
+    log.info("worker listening on queue %r", QUEUE_NAME)
+    try:
+        worker.work(burst=burst, with_scheduler=False, logging_level="WARNING")
+    finally:
+        relay.stopped.set()

@@ -1,0 +1,70 @@
+"""Moves stored-but-unapplied work from PostgreSQL back onto RQ.
+
+Redis carries work, it does not hold it: a webhook whose enqueue failed (Redis down or
+hung), a job lost in a Redis flush, or a job that failed and should be tried again, all
+leave a row with processed_at empty. The relay finds them and enqueues them again under
+the same deterministic job id, so a job already waiting is not doubled.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import timedelta
+
+from rq.exceptions import NoSuchJobError
+from rq.job import Job, JobStatus
+
+from telephony_service.services.events import stale_event_ids
+from telephony_service.wiring import Services
+from telephony_service.workqueue import event_job_id
+
+log = logging.getLogger(__name__)
+
+# A webhook normally enqueues its own job within milliseconds; waiting a little longer
+# than that before stepping in keeps the relay from racing the normal path.
+GRACE = timedelta(seconds=10)
+INTERVAL_SECONDS = 15.0
+
+
+def relay_once(services: Services, *, grace: timedelta = GRACE) -> int:
+    with services.session() as session:
+        stale = stale_event_ids(session, now=services.clock(), older_than=grace)
+    enqueued = 0
+    for event_id in stale:
+        _retry_failed(services, event_job_id(event_id))
+        if services.work.enqueue_event(event_id):
+            enqueued += 1
+    if enqueued:
+        log.info("relay re-enqueued %d stored event(s)", enqueued)
+    return enqueued
+
+
+def _retry_failed(services: Services, job_id: str) -> None:
+    # A failed job keeps its id in RQ's failed registry; a unique enqueue would then be
+    # refused as a duplicate, so the old job is removed first.
+    try:
+        job = Job.fetch(job_id, connection=services.work.redis)
+    except NoSuchJobError:
+        return
+    except Exception:  # Redis trouble: the enqueue below will report it
+        return
+    if job.get_status(refresh=False) in (JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED):
+        job.delete()
+
+
+class Relay(threading.Thread):
+    """Runs relay_once every few seconds beside the worker, until stopped."""
+
+    def __init__(self, services: Services, interval: float = INTERVAL_SECONDS) -> None:
+        super().__init__(name="relay", daemon=True)
+        self.services = services
+        self.interval = interval
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.wait(self.interval):
+            try:
+                relay_once(self.services)
+            except Exception:
+                log.exception("relay pass failed; trying again in %.0f s", self.interval)
