@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 import uuid
+from datetime import datetime
 
 import click
 from dotenv import load_dotenv
@@ -40,6 +41,7 @@ def main(verbose: bool) -> None:
     )
     # RQ logs every job at INFO, which drowns the interesting lines in development.
     logging.getLogger("rq.worker").setLevel(logging.WARNING)
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
 
 
 @main.group()
@@ -85,6 +87,41 @@ def practice_add(name: str, number: str, timezone: str, booking_url: str | None)
             raise _fail(exc) from None
         session.commit()
         click.echo(created.id)
+
+
+@practice.command("hours")
+@click.option("--practice", "practice_id", type=int, required=True)
+@click.argument("changes", nargs=-1)
+def practice_hours(practice_id: int, changes: tuple[str, ...]) -> None:
+    """Show or change business hours: mon=08:00-12:00,13:00-17:00 sat=closed ..."""
+    from telephony_service.services.practices import InvalidInput, set_business_hours
+
+    with _session(_settings()) as session:
+        try:
+            updated = set_business_hours(session, practice_id, list(changes))
+        except InvalidInput as exc:
+            raise _fail(exc) from None
+        session.commit()
+        for day, intervals in updated.business_hours.items():
+            spans = ", ".join(f"{opens}-{closes}" for opens, closes in intervals)
+            click.echo(f"{day}  {spans or 'closed'}")
+
+
+@practice.command("closure")
+@click.option("--practice", "practice_id", type=int, required=True)
+@click.option("--date", "day", type=click.DateTime(formats=["%Y-%m-%d"]), required=True)
+@click.option("--reason", default=None)
+def practice_closure(practice_id: int, day: datetime, reason: str | None) -> None:
+    """Close the practice for a day beyond the federal holidays (deadlines skip it)."""
+    from telephony_service.services.practices import InvalidInput, add_closure
+
+    with _session(_settings()) as session:
+        try:
+            add_closure(session, practice_id, day.date(), reason)
+        except InvalidInput as exc:
+            raise _fail(exc) from None
+        session.commit()
+        click.echo(f"closed on {day.date().isoformat()}")
 
 
 @main.group()

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -98,6 +99,7 @@ def run(settings: Settings, host: str, port: int) -> None:
     env = dict(os.environ, REDIS_URL=settings.redis_url or "", DATABASE_URL=settings.database_url)
     worker = subprocess.Popen([sys.executable, "-m", "telephony_service.cli", "worker"], env=env)
     log.info("worker started (pid %d)", worker.pid)
+    threading.Thread(target=_watch, args=(worker,), name="watch-worker", daemon=True).start()
     gateway = "Twilio" if settings.twilio_enabled else "console (nothing leaves this machine)"
     log.info("outbound gateway: %s", gateway)
     base = f"http://{'localhost' if host in ('127.0.0.1', '0.0.0.0') else host}:{port}"  # noqa: S104
@@ -116,6 +118,15 @@ def run(settings: Settings, host: str, port: int) -> None:
             worker.kill()
         if server is not None:
             server.shutdown()
+
+
+def _watch(worker: subprocess.Popen[bytes]) -> None:
+    # Without its worker the service stores calls but never makes tasks: better to stop
+    # loudly than to look healthy.
+    code = worker.wait()
+    if code not in (0, -signal.SIGTERM):
+        log.error("the worker exited with status %s; stopping", code)
+        os.kill(os.getpid(), signal.SIGINT)
 
 
 def _print_welcome(base: str, practice_id: int, key: str | None) -> None:

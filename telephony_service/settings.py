@@ -53,7 +53,8 @@ class Settings:
 
 def _url(name: str, value: str, schemes: tuple[str, ...]) -> str:
     parts = urlsplit(value)
-    if parts.scheme not in schemes or not parts.netloc:
+    located = parts.path if parts.scheme == "unix" else parts.netloc
+    if parts.scheme not in schemes or not located:
         raise SettingsError(f"{name} must be a {' or '.join(schemes)} URL, got {value!r}")
     return value.rstrip("/")
 

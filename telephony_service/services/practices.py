@@ -16,13 +16,14 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from telephony_service.domain.calendar import (
+    DAY_KEYS,
     DEFAULT_HOURS,
     BusinessCalendar,
     dump_weekly_hours,
     parse_weekly_hours,
 )
 from telephony_service.domain.phones import normalise_phone
-from telephony_service.models import ApiKey, Practice, User
+from telephony_service.models import ApiKey, Practice, PracticeClosure, User
 
 ROLES = ("agent", "clinician", "manager")
 API_KEY_PREFIX = "tsk_"
@@ -71,6 +72,50 @@ def add_practice(
     return practice
 
 
+def set_business_hours(session: Session, practice_id: int, changes: list[str]) -> Practice:
+    """Change some weekdays' hours, e.g. ["mon=08:00-12:00,13:00-17:00", "sat=closed"]."""
+    practice = _practice(session, practice_id)
+    week = dict(practice.business_hours)
+    for change in changes:
+        day, sep, spec = change.partition("=")
+        day = day.strip().lower()[:3]
+        if not sep or day not in DAY_KEYS:
+            raise InvalidInput(f"{change!r}: write it as mon=08:00-17:00 or sat=closed")
+        intervals: list[list[str]] = []
+        if spec.strip().lower() != "closed":
+            for part in spec.split(","):
+                opens, dash, closes = part.strip().partition("-")
+                if not dash:
+                    raise InvalidInput(f"{change!r}: each interval is HH:MM-HH:MM")
+                intervals.append([opens.strip(), closes.strip()])
+        week[day] = intervals
+    try:
+        parse_weekly_hours(week)
+    except ValueError as exc:
+        raise InvalidInput(str(exc)) from None
+    if not any(week.values()):
+        raise InvalidInput("a practice needs some business hours: deadlines count them")
+    practice.business_hours = week
+    session.flush()
+    return practice
+
+
+def add_closure(session: Session, practice_id: int, day: date, reason: str | None) -> None:
+    _practice(session, practice_id)
+    try:
+        with session.begin_nested():
+            session.add(PracticeClosure(practice_id=practice_id, day=day, reason=reason))
+    except IntegrityError:
+        raise InvalidInput(f"{day} is already a closure day") from None
+
+
+def _practice(session: Session, practice_id: int) -> Practice:
+    practice = session.get(Practice, practice_id)
+    if practice is None:
+        raise InvalidInput(f"no practice with id {practice_id}")
+    return practice
+
+
 def calendar_for(practice: Practice) -> BusinessCalendar:
     return BusinessCalendar(
         timezone=practice.timezone,
@@ -97,8 +142,7 @@ def add_user(
     password: str,
     now: datetime,
 ) -> User:
-    if session.get(Practice, practice_id) is None:
-        raise InvalidInput(f"no practice with id {practice_id}")
+    _practice(session, practice_id)
     email = email.strip().lower()
     if "@" not in email or len(email) > 254:
         raise InvalidInput(f"{email!r} is not an email address")
@@ -132,8 +176,7 @@ def _key_hash(key: str) -> str:
 
 
 def add_api_key(session: Session, *, practice_id: int, now: datetime) -> str:
-    if session.get(Practice, practice_id) is None:
-        raise InvalidInput(f"no practice with id {practice_id}")
+    _practice(session, practice_id)
     secret = secrets.token_urlsafe(32)
     key = API_KEY_PREFIX + secret
     session.add(

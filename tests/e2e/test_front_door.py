@@ -1,0 +1,144 @@
+"""`telephony run` on a fresh instance, then `telephony simulate`: a newcomer's first minute.
+
+Real processes: the dev server, its worker, its embedded Redis and SQLite under a new
+instance folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _wait_for(predicate, timeout: float, what: str):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = predicate()
+        if result:
+            return result
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_it_turns_a_simulated_missed_call_into_a_task_on_a_fresh_machine(tmp_path: Path):
+    port = _free_port()
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in {"DATABASE_URL", "REDIS_URL", "TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN"}
+    }
+    env.update(
+        TELEPHONY_INSTANCE_PATH=str(tmp_path / "instance"),
+        PUBLIC_BASE_URL=f"http://localhost:{port}",
+        PYTHONUNBUFFERED="1",
+    )
+    telephony = [sys.executable, "-m", "telephony_service.cli"]
+    log = (tmp_path / "run.log").open("w+")
+    server = subprocess.Popen(
+        [*telephony, "run", "--port", str(port)],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=tmp_path,
+    )
+    try:
+
+        def output() -> str:
+            return (tmp_path / "run.log").read_text()
+
+        _wait_for(lambda: "web listening" in output(), 60, "the dev server to listen")
+        text = output()
+        assert "embedded Redis" in text
+        assert "Demo practice" in text
+        key = next(
+            line.split(":", 1)[1].strip() for line in text.splitlines() if "API key:" in line
+        )
+        simulate_line = next(line for line in text.splitlines() if "simulate missed-call" in line)
+        assert "--to +14155550100" in simulate_line
+
+        result = subprocess.run(
+            [
+                *telephony,
+                "simulate",
+                "missed-call",
+                "--from",
+                "+12025550143",
+                "--to",
+                "+14155550100",
+            ],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "POST /twilio/voice/status -> 200" in result.stdout
+
+        def tasks() -> list[dict]:
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{port}/api/v1/tasks",
+                headers={"Authorization": f"Bearer {key}"},
+            )
+            with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310
+                return list(json.load(response)["tasks"])
+
+        [task] = _wait_for(tasks, 30, "the task to appear")
+        assert task["category"] == "missed_call"
+        assert task["phone"] == "+12025550143"
+
+        voicemail = subprocess.run(
+            [
+                *telephony,
+                "simulate",
+                "voicemail",
+                "--from",
+                "+13125550188",
+                "--to",
+                "+14155550100",
+                "--message",
+                "Hi, this is Ben, about my referral.",
+            ],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert voicemail.returncode == 0, voicemail.stdout + voicemail.stderr
+
+        def voicemail_task() -> dict | None:
+            for found in tasks():
+                kinds = [entry["kind"] for entry in found["timeline"]]
+                if found["category"] == "voicemail" and "transcription" in kinds:
+                    return found
+            return None
+
+        found = _wait_for(voicemail_task, 30, "the voicemail task")
+        assert found["has_voicemail"] is True
+        assert "+13125550188" not in output()  # phone numbers stay out of the log
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        log.close()

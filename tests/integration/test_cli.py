@@ -1,0 +1,183 @@
+"""The `telephony` command an operator uses to set a practice up."""
+
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+from sqlalchemy import select
+
+from telephony_service.cli import main
+from telephony_service.models import Practice, User
+from telephony_service.services.practices import practice_for_api_key
+
+
+@pytest.fixture
+def telephony(services, tmp_path):
+    runner = CliRunner()
+    env = {
+        "DATABASE_URL": services.settings.database_url,
+        "REDIS_URL": services.settings.redis_url or "",
+        "SECRET_KEY": services.settings.secret_key,
+        "TELEPHONY_INSTANCE_PATH": str(tmp_path),
+    }
+
+    def invoke(*args: str, stdin: str | None = None):
+        return runner.invoke(main, list(args), env=env, input=stdin, catch_exceptions=False)
+
+    return invoke
+
+
+def _add_practice(telephony) -> int:
+    result = telephony(
+        "practice",
+        "add",
+        "--name",
+        "Riverside Family Medicine",
+        "--number",
+        "+1 617 555 0100",
+        "--timezone",
+        "America/New_York",
+        "--booking-url",
+        "https://book.example.test/riverside",
+    )
+    assert result.exit_code == 0, result.output
+    return int(result.output.strip())
+
+
+def test_it_migrates_the_database(telephony):
+    result = telephony("db", "upgrade")
+    assert result.exit_code == 0
+    assert "up to date" in result.output
+
+
+def test_it_adds_a_practice_and_prints_its_id(telephony, services):
+    practice_id = _add_practice(telephony)
+    with services.session() as session:
+        practice = session.get(Practice, practice_id)
+        assert practice is not None
+        assert practice.twilio_number == "+16175550100"
+        assert practice.booking_url == "https://book.example.test/riverside"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--number", "12345", "--timezone", "America/New_York"], "not a valid phone number"),
+        (["--number", "+16175550100", "--timezone", "Mars/Olympus"], "not a known time zone"),
+    ],
+)
+def test_it_refuses_a_bad_practice(telephony, args, message):
+    result = telephony("practice", "add", "--name", "X", *args)
+    assert result.exit_code != 0
+    assert message in result.output
+
+
+def test_it_refuses_a_second_practice_on_the_same_number(telephony):
+    _add_practice(telephony)
+    result = telephony(
+        "practice",
+        "add",
+        "--name",
+        "Copy",
+        "--number",
+        "+16175550100",
+        "--timezone",
+        "America/New_York",
+    )
+    assert result.exit_code != 0
+    assert "already uses" in result.output
+
+
+def test_it_adds_a_user_with_a_password_from_stdin(telephony, services):
+    practice_id = _add_practice(telephony)
+    result = telephony(
+        "user",
+        "add",
+        "--practice",
+        str(practice_id),
+        "--email",
+        "Dana@Riverside.example",
+        "--role",
+        "agent",
+        "--phone",
+        "+16175550142",
+        stdin="correct horse battery\n",
+    )
+    assert result.exit_code == 0, result.output
+    with services.session() as session:
+        user = session.scalars(select(User)).one()
+        assert user.email == "dana@riverside.example"
+        assert user.password_hash.startswith("$argon2id$")
+        assert "correct horse" not in user.password_hash
+
+
+def test_it_refuses_a_short_password_and_an_unknown_practice(telephony):
+    practice_id = _add_practice(telephony)
+    common = ["--email", "a@b.example", "--role", "agent", "--phone", "+16175550142"]
+    short = telephony("user", "add", "--practice", str(practice_id), *common, stdin="short\n")
+    assert short.exit_code != 0 and "at least 10" in short.output
+    unknown = telephony("user", "add", "--practice", "999", *common, stdin="long enough pw\n")
+    assert unknown.exit_code != 0 and "no practice" in unknown.output
+
+
+def test_it_prints_an_api_key_once_and_keeps_only_its_hash(telephony, services):
+    practice_id = _add_practice(telephony)
+    result = telephony("apikey", "add", "--practice", str(practice_id))
+    key = result.output.strip()
+    assert key.startswith("tsk_") and len(key) > 40
+    with services.session() as session:
+        found = practice_for_api_key(session, key)
+        assert found is not None and found.id == practice_id
+        assert practice_for_api_key(session, key + "x") is None
+
+
+def test_it_changes_business_hours_and_deadlines_follow(telephony, services, clock):
+    from telephony_service.domain.categories import Category
+    from telephony_service.domain.sla import first_response_due
+    from telephony_service.services.practices import calendar_for
+
+    practice_id = _add_practice(telephony)
+    result = telephony(
+        "practice", "hours", "--practice", str(practice_id), "tue=12:00-18:00", "sat=09:00-12:00"
+    )
+    assert result.exit_code == 0, result.output
+    assert "tue  12:00-18:00" in result.output
+    assert "sat  09:00-12:00" in result.output
+    with services.session() as session:
+        practice = session.get(Practice, practice_id)
+        assert practice is not None
+        # Tuesday 10:00 New York: opens at noon now, so a missed call is due at 13:00.
+        due = first_response_due(Category.MISSED_CALL, clock(), calendar_for(practice))
+        assert due.isoformat() == "2026-11-17T18:00:00+00:00"
+
+
+@pytest.mark.parametrize("change", ["tue=17:00-09:00", "funday=09:00-10:00", "tue", "tue=9-5"])
+def test_it_refuses_bad_business_hours(telephony, change):
+    practice_id = _add_practice(telephony)
+    result = telephony("practice", "hours", "--practice", str(practice_id), change)
+    assert result.exit_code != 0
+
+
+def test_it_closes_a_practice_for_a_day(telephony, services):
+    from datetime import date
+
+    practice_id = _add_practice(telephony)
+    result = telephony(
+        "practice",
+        "closure",
+        "--practice",
+        str(practice_id),
+        "--date",
+        "2026-12-24",
+        "--reason",
+        "Christmas Eve",
+    )
+    assert result.exit_code == 0, result.output
+    again = telephony("practice", "closure", "--practice", str(practice_id), "--date", "2026-12-24")
+    assert again.exit_code != 0 and "already" in again.output
+    with services.session() as session:
+        from telephony_service.services.practices import calendar_for
+
+        practice = session.get(Practice, practice_id)
+        assert practice is not None
+        assert not calendar_for(practice).is_business_day(date(2026, 12, 24))
