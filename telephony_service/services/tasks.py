@@ -15,8 +15,8 @@ from sqlalchemy.orm import Session, selectinload
 
 from telephony_service.domain.categories import Category
 from telephony_service.domain.phones import normalise_phone
-from telephony_service.domain.statuses import OPEN, TaskStatus
-from telephony_service.models import Contact, Practice, Task
+from telephony_service.domain.statuses import OPEN, TaskStatus, check_transition, is_open
+from telephony_service.models import Contact, Practice, Task, TaskEvent
 
 MAX_PAGE = 100
 DEFAULT_PAGE = 25
@@ -164,3 +164,34 @@ def _decode_cursor(cursor: str) -> tuple[datetime, int] | None:
         return parsed, task_id
     except (ValueError, TypeError, binascii.Error, json.JSONDecodeError):
         return None
+
+
+def change_status(
+    session: Session,
+    task: Task,
+    target: TaskStatus,
+    *,
+    now: datetime,
+    clinical: bool = False,
+) -> None:
+    """Move a task along the domain's transition table, on its timeline.
+
+    Raises IllegalTransition for a move the table forbids (e.g. an administrative agent
+    closing a clinical escalation).
+    """
+    current = TaskStatus(task.status)
+    check_transition(current, target, clinical=clinical)
+    task.status = target.value
+    task.updated_at = now
+    if not is_open(target):
+        task.next_action = None
+        task.next_action_at = None
+    session.add(
+        TaskEvent(
+            task_id=task.id,
+            at=now,
+            kind="status_changed",
+            text=f"{current.value} → {target.value}",
+            data={"from": current.value, "to": target.value},
+        )
+    )
