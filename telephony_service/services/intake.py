@@ -146,6 +146,7 @@ def _attach_voicemail(session: Session, task: Task, call: Call, at: datetime) ->
     if task.category == Category.MISSED_CALL:
         # Same SLA; the category tells the agent there is a message to hear first.
         task.category = Category.VOICEMAIL
+        task.priority += BASE_PRIORITY[Category.VOICEMAIL] - BASE_PRIORITY[Category.MISSED_CALL]
     _timeline(
         session,
         task,

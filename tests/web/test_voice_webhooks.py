@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from xml.etree import ElementTree
 
+from telephony_service.domain.categories import BASE_PRIORITY, Category
 from tests.conftest import FakeClock
 from tests.helpers import (
     ANA,
@@ -144,6 +145,7 @@ def test_it_makes_one_voicemail_task_when_the_recording_arrives_after_the_call_e
     assert task.category == "voicemail"
     assert task.has_voicemail
     assert task.call_count == 1
+    assert task.priority == BASE_PRIORITY[Category.VOICEMAIL]
     assert timeline_kinds(services, task.id) == ["created", "voicemail", "transcription"]
 
 
@@ -161,6 +163,7 @@ def test_it_makes_one_voicemail_task_when_the_recording_arrives_first(client, se
     [task] = tasks_of(services)
     assert task.category == "voicemail"
     assert task.has_voicemail
+    assert task.priority == BASE_PRIORITY[Category.VOICEMAIL]
     assert timeline_kinds(services, task.id) == ["created", "voicemail", "transcription"]
 
 
