@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from telephony_service.clock import Clock, system_clock
 from telephony_service.db import make_engine, make_session_factory
+from telephony_service.gateways import TelephonyGateway, build_gateway
 from telephony_service.settings import Settings
 from telephony_service.workqueue import WorkQueue, connect_redis
 
@@ -27,6 +28,18 @@ class Services:
     redis: Redis
     work: WorkQueue
     clock: Clock = field(default=system_clock)
+    _gateway: TelephonyGateway | None = field(default=None, repr=False)
+
+    @property
+    def gateway(self) -> TelephonyGateway:
+        """Built on first use, so a process that never sends never loads twilio.rest."""
+        if self._gateway is None:
+            self._gateway = build_gateway(self.settings)
+        return self._gateway
+
+    @gateway.setter
+    def gateway(self, gateway: TelephonyGateway) -> None:
+        self._gateway = gateway
 
     @contextmanager
     def session(self) -> Iterator[Session]:

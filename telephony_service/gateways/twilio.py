@@ -1,0 +1,229 @@
+"""The Twilio gateway: the only module that talks to Twilio's REST API."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import requests
+from twilio.base.exceptions import TwilioException, TwilioRestException, TwilioServiceException
+from twilio.base.version import Version
+from twilio.http.http_client import TwilioHttpClient
+from twilio.rest import Client
+from urllib3.exceptions import MaxRetryError, NewConnectionError
+
+from telephony_service.domain.phones import mask_phone
+from telephony_service.gateways.base import (
+    GatewayError,
+    MessageRecord,
+    OutboundCall,
+    OutboundSms,
+    PlacedCall,
+    SentMessage,
+    is_permanent,
+    redact,
+)
+
+log = logging.getLogger(__name__)
+
+TWILIO_API_BASE_URL = "https://api.twilio.com"
+# One page, newest first; a practice number and one patient never exchange anywhere near this
+# many texts in the window a reconciliation looks at.
+LIST_LIMIT = 200
+
+_T = TypeVar("_T")
+
+# Raised before anything goes on the wire.
+_NOT_SENT = (
+    requests.exceptions.ConnectTimeout,
+    requests.exceptions.InvalidURL,
+    requests.exceptions.MissingSchema,
+    requests.exceptions.InvalidSchema,
+)
+
+
+class _RebasedHttpClient(TwilioHttpClient):  # type: ignore[misc]  # twilio ships no type hints
+    """Twilio's HTTP client, sending to another base URL (a regional edge or a local mock).
+
+    twilio builds every URL as "https://api.twilio.com/2010-04-01/..." with no setting for the
+    scheme or host, so the prefix is swapped here, where each request passes.
+    """
+
+    def __init__(self, base_url: str, timeout: float) -> None:
+        # Without a timeout twilio waits on a silent connection forever, holding the worker.
+        super().__init__(timeout=timeout)
+        self._base_url = base_url
+
+    def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+        if self._base_url != TWILIO_API_BASE_URL and (
+            url == TWILIO_API_BASE_URL or url.startswith(TWILIO_API_BASE_URL + "/")
+        ):
+            url = self._base_url + url[len(TWILIO_API_BASE_URL) :]
+        return super().request(method, url, *args, **kwargs)
+
+    # twilio logs each request's query string at INFO, and message lists are queried by
+    # phone number; the gateway logs its own masked line instead.
+    def log_request(self, kwargs: dict[str, Any]) -> None:
+        pass
+
+    def log_response(self, status_code: int, response: Any) -> None:
+        pass
+
+
+class TwilioGateway:
+    def __init__(
+        self,
+        account_sid: str,
+        auth_token: str,
+        *,
+        api_base_url: str = TWILIO_API_BASE_URL,
+        timeout: float = 10.0,
+    ) -> None:
+        http_client = _RebasedHttpClient(api_base_url.rstrip("/"), timeout)
+        self._client = Client(account_sid, auth_token, http_client=http_client)
+        # twilio also reads TWILIO_EDGE and TWILIO_REGION from the environment and then rewrites
+        # the host itself; TWILIO_API_BASE_URL is this service's one way to pick a region, so a
+        # stray variable must not send requests elsewhere.
+        self._client.edge = None
+        self._client.region = None
+
+    def send_sms(self, sms: OutboundSms) -> SentMessage:
+        message = self._send(
+            "sms",
+            sms.to,
+            lambda: self._client.messages.create(
+                to=sms.to,
+                from_=sms.from_,
+                body=sms.body,
+                status_callback=sms.status_callback,
+            ),
+        )
+        log.info("sms %s to %s: %s", message.sid, mask_phone(sms.to), message.status)
+        return SentMessage(sid=str(message.sid), status=str(message.status))
+
+    def place_call(self, call: OutboundCall) -> PlacedCall:
+        placed = self._send(
+            "call",
+            call.to,
+            lambda: self._client.calls.create(
+                to=call.to,
+                from_=call.from_,
+                url=call.url,
+                status_callback=call.status_callback,
+                # Twilio ignores the events without a callback URL to send them to.
+                status_callback_event=(
+                    list(call.status_callback_events) if call.status_callback else None
+                ),
+                timeout=call.timeout_seconds,
+                machine_detection=call.machine_detection,
+            ),
+        )
+        log.info("call %s to %s: %s", placed.sid, mask_phone(call.to), placed.status)
+        return PlacedCall(sid=str(placed.sid), status=str(placed.status))
+
+    def list_messages(self, *, to: str, from_: str, sent_after: datetime) -> list[MessageRecord]:
+        if sent_after.tzinfo is None:
+            raise ValueError("sent_after must be timezone-aware")
+        # Twilio keeps whole seconds.
+        since = sent_after.astimezone(UTC).replace(microsecond=0)
+        # Not filtered with DateSent at Twilio: a message still queued has no date_sent yet, so
+        # the very send being reconciled would be missing and get sent twice.
+        try:
+            found = self._client.messages.list(to=to, from_=from_, limit=LIST_LIMIT)
+        except Exception as exc:
+            error = _gateway_error(exc, "message list", wrote=False)
+            if error is None:
+                raise
+            log.warning("%s (to %s)", error.message, mask_phone(to))
+            raise error from None
+        return [
+            MessageRecord(
+                sid=str(item.sid),
+                to=str(item.to),
+                from_=str(item.from_),
+                body=item.body or "",
+                status=str(item.status),
+                date_created=item.date_created,
+            )
+            for item in found
+            # A record without a creation time is kept: for a reconciliation, a possible match
+            # is safer than a missed one.
+            if item.date_created is None or item.date_created >= since
+        ]
+
+    def _send(self, what: str, to: str, create: Callable[[], _T]) -> _T:
+        try:
+            return create()
+        except Exception as exc:
+            error = _gateway_error(exc, what, wrote=True)
+            if error is None:
+                raise
+            log.warning(
+                "%s (to %s, permanent=%s, outcome_unknown=%s)",
+                error.message,
+                mask_phone(to),
+                error.permanent,
+                error.outcome_unknown,
+            )
+            # Not chained: twilio's and requests' messages carry URLs and phone numbers, and
+            # the traceback ends up in the failed-job registry.
+            raise error from None
+
+
+def _gateway_error(exc: Exception, what: str, *, wrote: bool) -> GatewayError | None:
+    if isinstance(exc, TwilioRestException | TwilioServiceException):
+        return _refusal(exc, what)
+    if isinstance(exc, TwilioException) and len(exc.args) > 1 and hasattr(exc.args[1], "text"):
+        # A list page that failed comes as a bare TwilioException carrying the response.
+        return _refusal(Version.exception("GET", "", exc.args[1], "Unable to fetch page"), what)
+    if isinstance(exc, requests.RequestException):
+        sent = wrote and not _never_sent(exc)
+        return GatewayError(
+            f"{what}: {type(exc).__name__}: {redact(str(exc))}",
+            permanent=False,
+            outcome_unknown=sent,
+        )
+    if isinstance(exc, json.JSONDecodeError):
+        # A 2xx answer we cannot read: Twilio took the request but we have no SID for it.
+        return GatewayError(
+            f"{what}: unreadable response from Twilio", permanent=False, outcome_unknown=wrote
+        )
+    return None
+
+
+def _refusal(exc: TwilioRestException | TwilioServiceException, what: str) -> GatewayError:
+    status = _int_or_none(exc.status)
+    code = _int_or_none(exc.code)
+    if code == status:
+        # twilio fills in the HTTP status when the body has no Twilio error code.
+        code = None
+    detail = (exc.detail or exc.title) if isinstance(exc, TwilioServiceException) else exc.msg
+    return GatewayError(
+        f"{what}: HTTP {status} code {code}: {redact(str(detail))}",
+        permanent=is_permanent(code, status),
+        code=code,
+        status=status,
+    )
+
+
+def _never_sent(exc: requests.RequestException) -> bool:
+    if isinstance(exc, _NOT_SENT):
+        return True
+    # Refused or unresolvable: no connection, so no request. Anything else (reset, dropped,
+    # read timeout, TLS trouble) may have reached Twilio first.
+    reason = exc.args[0] if exc.args else None
+    return (
+        isinstance(exc, requests.ConnectionError)
+        and isinstance(reason, MaxRetryError)
+        and isinstance(reason.reason, NewConnectionError)
+    )
+
+
+def _int_or_none(value: object) -> int | None:
+    try:
+        return int(str(value))
+    except ValueError:
+        return None
