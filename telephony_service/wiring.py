@@ -15,7 +15,7 @@ from telephony_service.clock import Clock, system_clock
 from telephony_service.db import make_engine, make_session_factory
 from telephony_service.gateways import TelephonyGateway, build_gateway
 from telephony_service.settings import Settings
-from telephony_service.workqueue import WorkQueue, connect_redis
+from telephony_service.workqueue import Dispatcher, WorkQueue, connect_redis
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +27,7 @@ class Services:
     session_factory: sessionmaker[Session]
     redis: Redis
     work: WorkQueue
+    dispatcher: Dispatcher
     clock: Clock = field(default=system_clock)
     _gateway: TelephonyGateway | None = field(default=None, repr=False)
 
@@ -54,11 +55,13 @@ def build_services(settings: Settings, *, clock: Clock = system_clock) -> Servic
         )
     engine = make_engine(settings.database_url)
     redis = connect_redis(settings.redis_url, settings.enqueue_timeout)
+    work = WorkQueue(redis)
     return Services(
         settings=settings,
         engine=engine,
         session_factory=make_session_factory(engine),
         redis=redis,
-        work=WorkQueue(redis),
+        work=work,
+        dispatcher=Dispatcher(work),
         clock=clock,
     )

@@ -8,9 +8,11 @@ the stored, unprocessed row and enqueues it again.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
-from collections.abc import Iterable
+from collections import deque
+from collections.abc import Sequence
 
 from redis import Redis
 from redis.exceptions import RedisError
@@ -21,10 +23,15 @@ log = logging.getLogger(__name__)
 
 QUEUE_NAME = "telephony"
 EVENT_JOB = "workers.jobs.process_webhook_event"
+EVENTS_JOB = "workers.jobs.process_webhook_events"
 
 
 def event_job_id(event_id: int) -> str:
     return f"webhook-event-{event_id}"
+
+
+def events_job_id(event_ids: Sequence[int]) -> str:
+    return f"webhook-events-{event_ids[0]}-{event_ids[-1]}-{len(event_ids)}"
 
 
 def connect_redis(url: str, timeout: float) -> Redis:
@@ -55,10 +62,13 @@ class WorkQueue:
     def enqueue_event(self, event_id: int) -> bool:
         return self._enqueue(EVENT_JOB, event_id, event_job_id(event_id))
 
-    def enqueue_events(self, event_ids: Iterable[int]) -> int:
-        return sum(self.enqueue_event(event_id) for event_id in event_ids)
+    def enqueue_events(self, event_ids: Sequence[int]) -> bool:
+        """One job for events that arrived together."""
+        if len(event_ids) == 1:
+            return self.enqueue_event(event_ids[0])
+        return self._enqueue(EVENTS_JOB, list(event_ids), events_job_id(event_ids))
 
-    def _enqueue(self, func: str, arg: int, job_id: str) -> bool:
+    def _enqueue(self, func: str, arg: int | list[int], job_id: str) -> bool:
         if time.monotonic() < self._down_until:
             return False
         try:
@@ -79,3 +89,74 @@ class WorkQueue:
         except DuplicateJobError:
             return True
         return True
+
+
+class Dispatcher:
+    """Hands stored event ids to RQ from a thread of its own, several to a job under load.
+
+    The request thread only appends an id and returns, so a slow or hung Redis never holds
+    up Twilio; and an RQ enqueue costs more CPU than the whole database insert, so under
+    load one job carries every event that arrived while the previous enqueue ran. An id
+    still in memory when the process dies is not lost: its row is in the database, and
+    the relay enqueues it.
+    """
+
+    MAX_BATCH = 50
+
+    def __init__(self, work: WorkQueue) -> None:
+        self.work = work
+        self._pending: deque[int] = deque()
+        self._cond = threading.Condition()
+        self._busy = False
+        self._thread: threading.Thread | None = None
+        self._pid = 0
+        self._closed = False
+
+    def submit(self, event_id: int) -> None:
+        with self._cond:
+            self._pending.append(event_id)
+            if self._thread is None or self._pid != os.getpid():
+                # Started on first use in each process: a thread does not survive the
+                # fork from gunicorn's preloading master.
+                self._pid = os.getpid()
+                self._thread = threading.Thread(target=self._run, name="dispatcher", daemon=True)
+                self._thread.start()
+            self._cond.notify()
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Wait until everything submitted has been handed to Redis (or given up on)."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self._pending or self._busy:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._cond.wait(remaining)
+        return True
+
+    def close(self, timeout: float = 2.0) -> None:
+        """Hand over what is pending, then stop the thread (process exit, tests)."""
+        self.flush(timeout)
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._pending:
+                    if self._closed:
+                        self._thread = None
+                        return
+                    self._cond.wait()
+                count = min(len(self._pending), self.MAX_BATCH)
+                batch = [self._pending.popleft() for _ in range(count)]
+                self._busy = True
+            try:
+                self.work.enqueue_events(batch)
+            except Exception:
+                log.exception("could not enqueue %d event(s); the relay will", len(batch))
+            finally:
+                with self._cond:
+                    self._busy = False
+                    self._cond.notify_all()

@@ -113,6 +113,7 @@ def services(settings: Settings, clock: FakeClock) -> Iterator[Services]:
     wired.redis.flushdb()
     _clean(wired.engine)
     yield wired
+    wired.dispatcher.close()
     wired.redis.flushdb()
     wired.engine.dispose()
 

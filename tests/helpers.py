@@ -126,6 +126,7 @@ def transcription_ready(
 
 def run_jobs(services: Services, connection: Redis) -> None:
     """Run every queued job in this process, as `telephony worker` would."""
+    services.dispatcher.flush()
     runtime.install(services)
     worker = SimpleWorker([Queue(QUEUE_NAME, connection=connection)], connection=connection)
     worker.work(burst=True, with_scheduler=False)

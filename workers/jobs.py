@@ -21,3 +21,17 @@ def process_webhook_event(event_id: int) -> None:
             session.rollback()
             events.record_failure(session, event_id, f"{type(exc).__name__}: {exc}")
             raise
+
+
+def process_webhook_events(event_ids: list[int]) -> None:
+    """Events that arrived together; each is applied on its own, like a job of its own."""
+    failed = []
+    for event_id in event_ids:
+        try:
+            process_webhook_event(event_id)
+        except Exception:
+            log.exception("webhook event %d failed", event_id)
+            failed.append(event_id)
+    if failed:
+        # The others are applied; these stay unapplied and the relay retries them.
+        raise RuntimeError(f"webhook events {failed} failed")

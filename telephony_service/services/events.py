@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, select, update
+from sqlalchemy import Engine, Insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -18,27 +19,32 @@ MAX_ATTEMPTS = 5
 _table = WebhookEvent.__table__
 
 
+@functools.cache
+def _insert(dialect_name: str) -> Insert:
+    # Built once: SQLAlchemy then reuses its compiled form instead of deriving a cache key
+    # from a fresh statement object on every webhook.
+    dialect = postgresql if dialect_name == "postgresql" else sqlite
+    statement: Insert = (
+        dialect.insert(_table)
+        .on_conflict_do_nothing(index_elements=["kind", "sid"])
+        .returning(_table.c.id)
+    )
+    return statement
+
+
 def record_event(
     engine: Engine, *, kind: str, sid: str, params: dict[str, Any], now: datetime
 ) -> int | None:
     """Store an event; None if (kind, sid) was already stored (a Twilio retry).
 
-    Core, not the ORM: this runs on every webhook and is the hot path of the service.
+    One autocommitted INSERT: a single round trip, durable when it returns (the commit is
+    the statement's own). Core, not the ORM: this runs on every webhook.
     """
-    dialect = postgresql if engine.dialect.name == "postgresql" else sqlite
-    statement = (
-        dialect.insert(_table)
-        .values(kind=kind, sid=sid, params=params, received_at=now, attempts=0)
-        .on_conflict_do_nothing(index_elements=["kind", "sid"])
-        .returning(_table.c.id)
-    )
-    with engine.begin() as connection:
-        return _scalar(connection, statement)
-
-
-def _scalar(connection: Connection, statement: Any) -> int | None:
-    row = connection.execute(statement).first()
-    return None if row is None else int(row[0])
+    values = {"kind": kind, "sid": sid, "params": params, "received_at": now, "attempts": 0}
+    with engine.connect() as connection:
+        connection.execution_options(isolation_level="AUTOCOMMIT")
+        row = connection.execute(_insert(engine.dialect.name), values).first()
+        return None if row is None else int(row[0])
 
 
 def stale_event_ids(session: Session, *, now: datetime, older_than: timedelta) -> list[int]:

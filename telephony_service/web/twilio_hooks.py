@@ -62,7 +62,7 @@ def _store(kind: str, sid: str) -> None:
     if event_id is None:
         log.info("duplicate %s %s ignored", kind, sid)
         return
-    services.work.enqueue_event(event_id)
+    services.dispatcher.submit(event_id)
 
 
 @bp.post("/voice/incoming")

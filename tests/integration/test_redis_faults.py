@@ -13,7 +13,15 @@ import pytest
 from telephony_service.web import create_app
 from telephony_service.wiring import Services, build_services
 from tests.conftest import FakeClock
-from tests.helpers import call_ended, events, make_practice, new_sid, run_jobs, tasks_of
+from tests.helpers import (
+    call_ended,
+    call_params,
+    events,
+    make_practice,
+    new_sid,
+    run_jobs,
+    tasks_of,
+)
 from workers.relay import relay_once
 
 
@@ -77,6 +85,7 @@ def test_it_answers_webhooks_quickly_while_redis_is_down_and_catches_up_later(
     assert max(timings) < 2.0
     assert sum(timings) < 3.0
     assert len(events(services)) == 5  # stored before answering
+    degraded.dispatcher.close()
     degraded.engine.dispose()
 
     # Redis is back: the relay finds the stored events and the worker applies them.
@@ -91,6 +100,7 @@ def test_it_answers_webhooks_quickly_while_redis_is_down_and_catches_up_later(
 def test_it_rebuilds_lost_jobs_after_a_redis_flush(client, services, clock: FakeClock):
     make_practice(services)
     call_ended(client, new_sid("CA"))
+    services.dispatcher.flush()
     services.redis.flushdb()
     run_jobs(services, services.redis)
     assert tasks_of(services) == []
@@ -105,6 +115,7 @@ def test_it_rebuilds_lost_jobs_after_a_redis_flush(client, services, clock: Fake
 def test_it_does_not_double_a_job_that_is_still_waiting(client, services, clock: FakeClock):
     make_practice(services)
     call_ended(client, new_sid("CA"))
+    services.dispatcher.flush()
     clock.advance(seconds=30)
     relay_once(services)
     relay_once(services)
@@ -136,6 +147,7 @@ def test_it_makes_one_task_when_two_workers_race_on_calls_from_one_number(
     make_practice(services)
     for _ in range(6):
         call_ended(client, new_sid("CA"))
+    services.dispatcher.flush()
     services.redis.flushdb()
     ids = [event.id for event in events(services)]
     runtime.install(services)
@@ -188,3 +200,62 @@ def test_it_records_a_failing_event_and_retries_it_a_bounded_number_of_times(
 
     monkeypatch.undo()
     assert relay_once(services) == 0  # given up: it waits for a person, not a busy loop
+
+
+def test_it_carries_events_that_arrive_together_in_one_job(services, clock: FakeClock):
+    from telephony_service.services.events import record_event
+
+    make_practice(services)
+    stored = []
+    with services.dispatcher._cond:  # hold the dispatcher back while a burst arrives
+        for caller in ("+12025550143", "+13125550188", "+14155550177"):
+            call_sid = new_sid("CA")
+            event_id = record_event(
+                services.engine,
+                kind="voice.status",
+                sid=call_sid,
+                params=call_params(call_sid, caller, CallStatus="completed"),
+                now=clock(),
+            )
+            assert event_id is not None
+            stored.append(event_id)
+            services.dispatcher._pending.append(event_id)
+    services.dispatcher.submit(stored.pop())  # the last one wakes the thread
+    assert services.dispatcher.flush()
+    assert services.work.queue.count == 1
+    [job] = services.work.queue.get_jobs()
+    assert job.func_name == "workers.jobs.process_webhook_events"
+    run_jobs(services, services.redis)
+    assert len(tasks_of(services)) == 3
+
+
+def test_it_applies_the_rest_of_a_batch_when_one_event_fails(
+    client, services, clock: FakeClock, monkeypatch
+):
+    from telephony_service.services import intake
+    from workers import runtime
+    from workers.jobs import process_webhook_events
+
+    make_practice(services)
+    call_ended(client, new_sid("CA"), caller="+12025550143")
+    call_ended(client, new_sid("CA"), caller="+13125550188")
+    services.dispatcher.flush()
+    services.redis.flushdb()
+    first, second = (event.id for event in events(services))
+    real = intake._HANDLERS["voice.status"]
+
+    def flaky(session, params, at):  # type: ignore[no-untyped-def]
+        if params["From"] == "+12025550143":
+            raise RuntimeError("boom")
+        real(session, params, at)
+
+    monkeypatch.setitem(intake._HANDLERS, "voice.status", flaky)
+    runtime.install(services)
+    with pytest.raises(RuntimeError, match=f"webhook events \\[{first}\\] failed"):
+        process_webhook_events([first, second])
+    assert len(tasks_of(services)) == 1
+    monkeypatch.undo()
+    clock.advance(minutes=1)
+    assert relay_once(services) == 1
+    run_jobs(services, services.redis)
+    assert len(tasks_of(services)) == 2
