@@ -224,20 +224,25 @@ class PracticeDirectory:
         self._cache: dict[str, tuple[float, PracticeCard | None]] = {}
         self._lock = threading.Lock()
 
-    def by_number(self, number: str) -> PracticeCard | None:
+    def by_number(self, raw: str | None) -> PracticeCard | None:
+        """The practice that owns a called number, as Twilio wrote it (usually E.164).
+
+        Keyed by the raw text, so the common case skips phone-number parsing as well.
+        """
+        raw = raw or ""
         now = time.monotonic()
-        hit = self._cache.get(number)
+        hit = self._cache.get(raw)
         if hit is not None and hit[0] > now:
             return hit[1]
-        with self._session_factory() as session:
-            practice = session.scalar(select(Practice).where(Practice.twilio_number == number))
-            card = (
-                PracticeCard(practice.id, practice.name, practice.twilio_number)
-                if practice is not None
-                else None
-            )
+        number = normalise_phone(raw)
+        card = None
+        if number is not None:
+            with self._session_factory() as session:
+                practice = session.scalar(select(Practice).where(Practice.twilio_number == number))
+                if practice is not None:
+                    card = PracticeCard(practice.id, practice.name, practice.twilio_number)
         with self._lock:
             if len(self._cache) > 10_000:
                 self._cache.clear()
-            self._cache[number] = (now + self._ttl, card)
+            self._cache[raw] = (now + self._ttl, card)
         return card

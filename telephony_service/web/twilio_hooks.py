@@ -10,7 +10,7 @@ import re
 
 from flask import Blueprint, Response, abort, current_app, request
 
-from telephony_service.domain.phones import mask_phone, normalise_phone
+from telephony_service.domain.phones import mask_phone
 from telephony_service.services import voice
 from telephony_service.services.events import record_event
 from telephony_service.services.intake import TERMINAL_CALL_STATUSES
@@ -68,10 +68,11 @@ def _store(kind: str, sid: str) -> None:
 @bp.post("/voice/incoming")
 @twilio_signed
 def voice_incoming() -> Response:
-    number = normalise_phone(request.form.get("To"))
-    card = _directory().by_number(number) if number else None
+    card = _directory().by_number(request.form.get("To"))
     if card is None:
-        log.warning("incoming call to %s, which no practice owns", mask_phone(number))
+        log.warning(
+            "incoming call to %s, which no practice owns", mask_phone(request.form.get("To"))
+        )
         return _twiml(voice.unknown_number())
     return _twiml(voice.greeting(card, _services().settings.public_base_url))
 
