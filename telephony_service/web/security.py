@@ -7,15 +7,16 @@ import hmac
 import logging
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
-from urllib.parse import quote
+from urllib.parse import parse_qsl, quote
 
-from flask import Request, abort, current_app, request
+from flask import Request, abort, current_app, g, request
 from twilio.request_validator import (
     SIGNATURE_HEADER,
     SIGNATURE_SETTINGS_HEADER,
     RequestValidator,
     get_signature_algorithm,
 )
+from werkzeug.datastructures import MultiDict
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,43 @@ def signed_url(public_base_url: str, req: Request) -> str:
         if req.query_string:
             raw += "?" + req.query_string.decode("latin-1")
     return public_base_url + raw
+
+
+class TwilioParams(dict[str, str]):
+    """A webhook's form fields, parsed straight from the body.
+
+    Twilio posts each field once, so a plain dict is the whole truth; `getall` lets the
+    request validator read it without the exception-driven probing it does on a dict
+    (a measurable share of a webhook's CPU, with werkzeug's form parser the larger one).
+    """
+
+    def getall(self, name: str) -> list[str]:
+        return [self[name]]
+
+
+MAX_FIELDS = 200
+
+
+def parse_params(req: Request) -> TwilioParams | MultiDict[str, str]:
+    if req.mimetype != "application/x-www-form-urlencoded":
+        return TwilioParams()
+    pairs = parse_qsl(
+        req.get_data(cache=True).decode("utf-8", "replace"),
+        keep_blank_values=True,
+        max_num_fields=MAX_FIELDS,
+    )
+    params = TwilioParams(pairs)
+    if len(params) != len(pairs):
+        # A repeated field is not something Twilio sends, but the signature covers
+        # every value, so check it over all of them.
+        return MultiDict(pairs)
+    return params
+
+
+def twilio_params() -> TwilioParams | MultiDict[str, str]:
+    """The verified webhook's fields (set by @twilio_signed)."""
+    params: TwilioParams | MultiDict[str, str] = g.twilio_params
+    return params
 
 
 def _valid(
@@ -65,9 +103,14 @@ def twilio_signed(view: F) -> F:
         signature = request.headers.get(SIGNATURE_HEADER, "")
         url = signed_url(settings.public_base_url, request)
         algorithm = get_signature_algorithm(request.headers.get(SIGNATURE_SETTINGS_HEADER))
-        if not signature or not _valid(validator, url, request.form, signature, algorithm):
+        try:
+            params = parse_params(request)
+        except ValueError:  # more fields than any Twilio webhook has
+            abort(400)
+        if not signature or not _valid(validator, url, params, signature, algorithm):
             log.warning("rejected unsigned or forged webhook on %s", request.path)
             abort(403)
+        g.twilio_params = params
         return view(*args, **kwargs)
 
     return cast(F, wrapper)

@@ -8,14 +8,14 @@ from __future__ import annotations
 import logging
 import re
 
-from flask import Blueprint, Response, abort, current_app, request
+from flask import Blueprint, Response, abort, current_app
 
 from telephony_service.domain.phones import mask_phone
 from telephony_service.services import voice
 from telephony_service.services.events import record_event
 from telephony_service.services.intake import TERMINAL_CALL_STATUSES
 from telephony_service.services.practices import PracticeDirectory
-from telephony_service.web.security import twilio_signed
+from telephony_service.web.security import twilio_params, twilio_signed
 from telephony_service.wiring import Services
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,7 @@ def _twiml(body: str) -> Response:
 
 
 def _sid(name: str) -> str:
-    value = request.form.get(name, "")
+    value = twilio_params().get(name, "")
     if not SID.match(value):
         abort(400, f"{name} is missing or malformed")
     return value
@@ -56,7 +56,7 @@ def _store(kind: str, sid: str) -> None:
         services.engine,
         kind=kind,
         sid=sid,
-        params=request.form.to_dict(flat=True),
+        params=dict(twilio_params().items()),
         now=services.clock(),
     )
     if event_id is None:
@@ -68,10 +68,10 @@ def _store(kind: str, sid: str) -> None:
 @bp.post("/voice/incoming")
 @twilio_signed
 def voice_incoming() -> Response:
-    card = _directory().by_number(request.form.get("To"))
+    card = _directory().by_number(twilio_params().get("To"))
     if card is None:
         log.warning(
-            "incoming call to %s, which no practice owns", mask_phone(request.form.get("To"))
+            "incoming call to %s, which no practice owns", mask_phone(twilio_params().get("To"))
         )
         return _twiml(voice.unknown_number())
     return _twiml(voice.greeting(card, _services().settings.public_base_url))
@@ -90,7 +90,7 @@ def voice_recorded() -> Response:
 def voice_status() -> Response:
     sid = _sid("CallSid")
     # Only the end of a call makes a task; ringing/in-progress updates carry nothing new.
-    if request.form.get("CallStatus") in TERMINAL_CALL_STATUSES:
+    if twilio_params().get("CallStatus") in TERMINAL_CALL_STATUSES:
         _store("voice.status", sid)
     return _twiml(voice.empty())
 

@@ -106,3 +106,41 @@ def test_it_rejects_a_malformed_call_sid(client, services):
     params["CallSid"] = "CA-not-a-sid"
     assert post_twilio(client, "/twilio/voice/status", params).status_code == 400
     assert events(services) == []
+
+
+def test_it_refuses_a_body_that_is_not_form_encoded(client, services):
+    make_practice(services)
+    params = _params()
+    response = client.post(
+        "/twilio/voice/status",
+        json=params,
+        headers={"X-Twilio-Signature": twilio_signature("/twilio/voice/status", params)},
+    )
+    assert response.status_code == 403
+    assert events(services) == []
+
+
+def test_it_checks_every_value_of_a_repeated_field(client, services):
+    from urllib.parse import urlencode
+
+    from werkzeug.datastructures import MultiDict
+
+    make_practice(services)
+    pairs = [
+        *_params().items(),
+        ("StatusCallbackEvent", "ringing"),
+        ("StatusCallbackEvent", "answered"),
+    ]
+    signature = twilio_signature("/twilio/voice/status", MultiDict(pairs))
+    body = urlencode(pairs)
+    headers = {"X-Twilio-Signature": signature, "Content-Type": "application/x-www-form-urlencoded"}
+    assert client.post("/twilio/voice/status", data=body, headers=headers).status_code == 200
+    tampered = urlencode([*pairs[:-1], ("StatusCallbackEvent", "completed")])
+    assert client.post("/twilio/voice/status", data=tampered, headers=headers).status_code == 403
+
+
+def test_it_refuses_a_body_with_more_fields_than_twilio_sends(client, services):
+    make_practice(services)
+    params = {**_params(), **{f"Field{i}": "x" for i in range(300)}}
+    assert post_twilio(client, "/twilio/voice/status", params).status_code == 400
+    assert events(services) == []
