@@ -76,6 +76,8 @@ class WorkQueue:
         if time.monotonic() < self._down_until:
             return False
         try:
+            # One round trip: RQ otherwise makes its own pipeline and a second call.
+            pipeline = None if unique else self.redis.pipeline()
             self.queue.enqueue_call(
                 func,
                 args=(arg,),
@@ -85,7 +87,10 @@ class WorkQueue:
                 unique=unique,
                 result_ttl=0,
                 failure_ttl=7 * 24 * 3600,
+                pipeline=pipeline,
             )
+            if pipeline is not None:
+                pipeline.execute()
         except RedisError as exc:
             with self._lock:
                 self._down_until = time.monotonic() + self.backoff

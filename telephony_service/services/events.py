@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import Engine, Insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from telephony_service.models import WebhookEvent
@@ -41,6 +42,18 @@ def record_event(
     the statement's own). Core, not the ORM: this runs on every webhook.
     """
     values = {"kind": kind, "sid": sid, "params": params, "received_at": now, "attempts": 0}
+    try:
+        return _insert_once(engine, values)
+    except DBAPIError as exc:
+        # The pool does not ping before use (see db.py): a connection the database
+        # dropped (restart, failover) fails here once, and a fresh one must not lose the
+        # event Twilio will not send again.
+        if not exc.connection_invalidated:
+            raise
+        return _insert_once(engine, values)
+
+
+def _insert_once(engine: Engine, values: dict[str, Any]) -> int | None:
     with engine.connect() as connection:
         connection.execution_options(isolation_level="AUTOCOMMIT")
         row = connection.execute(_insert(engine.dialect.name), values).first()

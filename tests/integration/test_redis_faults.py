@@ -259,3 +259,37 @@ def test_it_applies_the_rest_of_a_batch_when_one_event_fails(
     assert relay_once(services) == 1
     run_jobs(services, services.redis)
     assert len(tasks_of(services)) == 2
+
+
+def test_it_stores_an_event_after_the_database_dropped_its_connections(services, clock):
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.pool import NullPool
+
+    from telephony_service.services.events import record_event
+
+    def store() -> int | None:
+        call_sid = new_sid("CA")
+        return record_event(
+            services.engine,
+            kind="voice.status",
+            sid=call_sid,
+            params=call_params(call_sid, CallStatus="completed"),
+            now=clock(),
+        )
+
+    assert store() is not None  # a pooled connection now exists
+    if services.engine.dialect.name == "postgresql":
+        # A restart, as the pooled connections see it: the server ends their sessions.
+        outsider = create_engine(services.settings.database_url, poolclass=NullPool)
+        with outsider.connect() as connection:
+            ended = connection.execute(
+                text(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+            ).scalar()
+        outsider.dispose()
+        assert ended
+    assert store() is not None
+    assert store() is not None
+    assert len(events(services)) == 3
