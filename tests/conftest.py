@@ -1,8 +1,8 @@
 """Test wiring: a real PostgreSQL database and a real Redis db index for each run.
 
 TEST_DATABASE_URL picks the server (default: the local PostgreSQL); `sqlite` runs the same
-suite on SQLite, the development default. TEST_REDIS_URL picks the Redis (the db index in it
-is this run's own; it is flushed before and after).
+suite on SQLite, the development default. TEST_REDIS_URL picks the Redis server; the run
+claims the first free db index from 1 to 12 (bench/ uses 14) and flushes it around each test.
 """
 
 from __future__ import annotations
@@ -73,8 +73,32 @@ def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def redis_url() -> str:
-    return os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
+def redis_url() -> Iterator[str]:
+    """A Redis db index of this run's own: two runs on one machine must not flush each other.
+
+    TEST_REDIS_URL names the server (its db index is ignored); the first free index from 1
+    up is claimed with a key that expires if the run dies.
+    """
+    server = make_url_redis(os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0"))
+    claim = f"telephony-test-run-{uuid.uuid4().hex}"
+    for index in range(1, 13):
+        connection = Redis.from_url(f"{server}/{index}")
+        if connection.set("telephony-test-claim", claim, nx=True, ex=3600):
+            try:
+                yield f"{server}/{index}"
+            finally:
+                if connection.get("telephony-test-claim") == claim.encode():
+                    connection.delete("telephony-test-claim")
+                connection.close()
+            return
+        connection.close()
+    raise RuntimeError("no free Redis db index (1-12) for this test run")
+
+
+def make_url_redis(url: str) -> str:
+    # redis://host:port/db -> redis://host:port
+    scheme, _, rest = url.partition("://")
+    return f"{scheme}://{rest.split('/', 1)[0]}"
 
 
 @pytest.fixture
@@ -107,14 +131,22 @@ def _clean(engine: Engine) -> None:
                 connection.execute(text(f"DELETE FROM {table}"))  # noqa: S608 - our table names
 
 
+def flush_redis(redis: Redis) -> None:
+    """Empty this run's db index, keeping its claim on it."""
+    claim = redis.get("telephony-test-claim")
+    redis.flushdb()
+    if claim is not None:
+        redis.set("telephony-test-claim", claim, ex=3600)
+
+
 @pytest.fixture
 def services(settings: Settings, clock: FakeClock) -> Iterator[Services]:
     wired = build_services(settings, clock=clock)
-    wired.redis.flushdb()
+    flush_redis(wired.redis)
     _clean(wired.engine)
     yield wired
     wired.dispatcher.close()
-    wired.redis.flushdb()
+    flush_redis(wired.redis)
     wired.engine.dispose()
 
 

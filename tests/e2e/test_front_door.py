@@ -72,23 +72,18 @@ def test_it_turns_a_simulated_missed_call_into_a_task_on_a_fresh_machine(tmp_pat
         simulate_line = next(line for line in text.splitlines() if "simulate missed-call" in line)
         assert "--to +14155550100" in simulate_line
 
-        result = subprocess.run(
-            [
-                *telephony,
-                "simulate",
-                "missed-call",
-                "--from",
-                "+12025550143",
-                "--to",
-                "+14155550100",
-            ],
-            env=env,
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        def simulate(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [*telephony, "simulate", *args],
+                env=env,
+                cwd=tmp_path,
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+
+        result = simulate("missed-call", "--from", "+12025550143", "--to", "+14155550100")
         assert result.returncode == 0, result.stdout + result.stderr
         assert "POST /twilio/voice/status -> 200" in result.stdout
 
@@ -104,24 +99,14 @@ def test_it_turns_a_simulated_missed_call_into_a_task_on_a_fresh_machine(tmp_pat
         assert task["category"] == "missed_call"
         assert task["phone"] == "+12025550143"
 
-        voicemail = subprocess.run(
-            [
-                *telephony,
-                "simulate",
-                "voicemail",
-                "--from",
-                "+13125550188",
-                "--to",
-                "+14155550100",
-                "--message",
-                "Hi, this is Ben, about my referral.",
-            ],
-            env=env,
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
+        voicemail = simulate(
+            "voicemail",
+            "--from",
+            "+13125550188",
+            "--to",
+            "+14155550100",
+            "--message",
+            "Hi, this is Ben, about my referral.",
         )
         assert voicemail.returncode == 0, voicemail.stdout + voicemail.stderr
 

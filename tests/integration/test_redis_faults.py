@@ -12,7 +12,7 @@ import pytest
 
 from telephony_service.web import create_app
 from telephony_service.wiring import Services, build_services
-from tests.conftest import FakeClock
+from tests.conftest import FakeClock, flush_redis
 from tests.helpers import (
     call_ended,
     call_params,
@@ -101,7 +101,7 @@ def test_it_rebuilds_lost_jobs_after_a_redis_flush(client, services, clock: Fake
     make_practice(services)
     call_ended(client, new_sid("CA"))
     services.dispatcher.flush()
-    services.redis.flushdb()
+    flush_redis(services.redis)
     run_jobs(services, services.redis)
     assert tasks_of(services) == []
 
@@ -148,7 +148,7 @@ def test_it_makes_one_task_when_two_workers_race_on_calls_from_one_number(
     for _ in range(6):
         call_ended(client, new_sid("CA"))
     services.dispatcher.flush()
-    services.redis.flushdb()
+    flush_redis(services.redis)
     ids = [event.id for event in events(services)]
     runtime.install(services)
 
@@ -240,7 +240,7 @@ def test_it_applies_the_rest_of_a_batch_when_one_event_fails(
     call_ended(client, new_sid("CA"), caller="+12025550143")
     call_ended(client, new_sid("CA"), caller="+13125550188")
     services.dispatcher.flush()
-    services.redis.flushdb()
+    flush_redis(services.redis)
     first, second = (event.id for event in events(services))
     real = intake._HANDLERS["voice.status"]
 
