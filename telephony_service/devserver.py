@@ -105,6 +105,9 @@ def run(settings: Settings, host: str, port: int) -> None:
     base = f"http://{'localhost' if host in ('127.0.0.1', '0.0.0.0') else host}:{port}"  # noqa: S104
     _print_welcome(base, practice_id, key)
     app = create_app(settings)
+    # SIGTERM (a supervisor, `kill`) must stop the worker and the embedded Redis too, as
+    # Ctrl-C does; by default it would end this process and orphan both.
+    signal.signal(signal.SIGTERM, _exit_on_signal)
     try:
         log.info(
             "web listening on %s (Twilio webhooks expected at %s)", base, settings.public_base_url
@@ -117,7 +120,12 @@ def run(settings: Settings, host: str, port: int) -> None:
         except subprocess.TimeoutExpired:
             worker.kill()
         if server is not None:
-            server.shutdown()
+            server.shutdown(nosave=True)
+            log.info("stopped the worker and the embedded Redis")
+
+
+def _exit_on_signal(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 def _watch(worker: subprocess.Popen[bytes]) -> None:

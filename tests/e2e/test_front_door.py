@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -120,10 +121,48 @@ def test_it_turns_a_simulated_missed_call_into_a_task_on_a_fresh_machine(tmp_pat
         found = _wait_for(voicemail_task, 30, "the voicemail task")
         assert found["has_voicemail"] is True
         assert "+13125550188" not in output()  # phone numbers stay out of the log
-    finally:
+        # Stopping it stops everything it started: the worker and the embedded Redis.
+        socket_path = text.split("embedded Redis at unix://", 1)[1].split()[0]
+        started = _descendants(server.pid) + _processes_mentioning(socket_path)
+        assert len(started) == 2, started  # the worker, and Redis (which daemonizes itself)
         server.terminate()
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
+        assert server.wait(timeout=20) != -signal.SIGTERM  # handled, not killed by it
+        _wait_for(lambda: not any(_alive(pid) for pid in started), 20, "its children to exit")
+    finally:
+        if server.poll() is None:
             server.kill()
         log.close()
+
+
+def _descendants(pid: int) -> list[int]:
+    children = []
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            fields = dict(
+                line.split(":\t", 1) for line in status.read_text().splitlines() if ":\t" in line
+            )
+        except OSError:
+            continue
+        if fields.get("PPid", "").strip() == str(pid):
+            child = int(status.parent.name)
+            children += [child, *_descendants(child)]
+    return children
+
+
+def _processes_mentioning(needle: str) -> list[int]:
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if needle.encode() in cmdline.read_bytes():
+                found.append(int(cmdline.parent.name))
+        except OSError:
+            continue
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = (Path("/proc") / str(pid) / "stat").read_text().split()[2]
+    except OSError:
+        return False
+    return state != "Z"
