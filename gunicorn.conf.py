@@ -21,8 +21,9 @@ keepalive = 5
 max_requests = 20000
 max_requests_jitter = 2000
 accesslog = "-" if os.environ.get("WEB_ACCESS_LOG") else None
-# Access log lines would carry query strings; Twilio's parameters are in bodies, so none
-# of them reach the log either way.
+# The path without its query string (%(U)s): an API query may carry a phone number.
+access_log_format = '%(h)s "%(m)s %(U)s %(H)s" %(s)s %(B)s %(D)sus'
+
 # gunicorn's control socket defaults to one path per user, which two services (or the
 # benchmark's two servers) on one host would fight over; nothing here uses it.
 control_socket_disable = True

@@ -4,22 +4,36 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
+    # Statement parameters are patient data (numbers, names, voicemail text); they must not
+    # ride along in exception messages into logs, the events table or RQ's failed registry.
+    kwargs.setdefault("hide_parameters", True)
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"timeout": 15}, **kwargs)
 
         @event.listens_for(engine, "connect")
-        def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+        def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
+            # Python's sqlite3 opens transactions itself, and not before a SELECT, so a
+            # SAVEPOINT would become the outer transaction and its RELEASE would commit it.
+            # SQLAlchemy's documented remedy: the driver stays out, we emit BEGIN.
+            dbapi_connection.isolation_level = None
             cursor = dbapi_connection.cursor()
             # WAL lets the web process read while the worker writes; foreign keys are off
             # by default in SQLite and we rely on them.
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.close()
+
+        @event.listens_for(engine, "begin")
+        def _sqlite_begin(connection: Connection) -> None:
+            # An autocommit connection (the webhook insert) must stay outside a transaction,
+            # or its row would wait for a COMMIT that never comes.
+            if connection.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
+                connection.exec_driver_sql("BEGIN")
 
         return engine
     # A database that does not answer must fail a readiness check in seconds, not minutes.

@@ -108,6 +108,7 @@ def run(settings: Settings, host: str, port: int) -> None:
     # SIGTERM (a supervisor, `kill`) must stop the worker and the embedded Redis too, as
     # Ctrl-C does; by default it would end this process and orphan both.
     signal.signal(signal.SIGTERM, _exit_on_signal)
+    logging.getLogger("werkzeug").addFilter(_NoQueryStrings())
     try:
         log.info(
             "web listening on %s (Twilio webhooks expected at %s)", base, settings.public_base_url
@@ -122,6 +123,19 @@ def run(settings: Settings, host: str, port: int) -> None:
         if server is not None:
             server.shutdown(nosave=True)
             log.info("stopped the worker and the embedded Redis")
+
+
+class _NoQueryStrings(logging.Filter):
+    """The development server logs request lines; a query may carry a phone number."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and record.args and isinstance(record.args[0], str):
+            line = record.args[0]
+            if "?" in line:
+                method_path, _, rest = line.partition("?")
+                version = rest.rsplit(" ", 1)[-1] if " " in rest else ""
+                record.args = (f"{method_path} {version}".strip(), *record.args[1:])
+        return True
 
 
 def _exit_on_signal(signum: int, _frame: object) -> None:

@@ -6,16 +6,18 @@ import functools
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, Insert, select, update
+from sqlalchemy import Engine, Insert, and_, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from telephony_service.models import WebhookEvent
 
-# An event that failed this many times waits for a person (RQ's failed registry has the
-# traceback); retrying it forever would only hide the bug behind a busy worker.
-MAX_ATTEMPTS = 5
+# An event that failed this many times waits for a person (the row keeps the error);
+# retrying it forever would only hide the bug behind a busy worker. With the back-off
+# below the attempts span about twenty minutes, long enough to outlast a deploy or a
+# database failover.
+MAX_ATTEMPTS = 8
 
 _table = WebhookEvent.__table__
 
@@ -61,15 +63,21 @@ def _insert_once(engine: Engine, values: dict[str, Any]) -> int | None:
 
 
 def stale_event_ids(session: Session, *, now: datetime, older_than: timedelta) -> list[int]:
-    """Events stored but not applied: their job was never enqueued, lost, or failed."""
+    """Events stored but not applied: their job was never enqueued, lost, or failed.
+
+    An event that has failed n times waits older_than * 2**n after it arrived, so a fault
+    that lasts a while does not use up every attempt in the first minute.
+    """
+    due = or_(
+        *(
+            and_(WebhookEvent.attempts == n, WebhookEvent.received_at < now - older_than * 2**n)
+            for n in range(MAX_ATTEMPTS)
+        )
+    )
     return list(
         session.scalars(
             select(WebhookEvent.id)
-            .where(
-                WebhookEvent.processed_at.is_(None),
-                WebhookEvent.received_at < now - older_than,
-                WebhookEvent.attempts < MAX_ATTEMPTS,
-            )
+            .where(WebhookEvent.processed_at.is_(None), due)
             .order_by(WebhookEvent.received_at)
             .limit(500)
         )

@@ -181,6 +181,7 @@ def test_it_records_a_failing_event_and_retries_it_a_bounded_number_of_times(
     client, services, clock: FakeClock, monkeypatch
 ):
     from telephony_service.services import intake
+    from telephony_service.services.events import MAX_ATTEMPTS
 
     make_practice(services)
     call_ended(client, new_sid("CA"))
@@ -189,13 +190,20 @@ def test_it_records_a_failing_event_and_retries_it_a_bounded_number_of_times(
         raise RuntimeError("boom")
 
     monkeypatch.setitem(intake._HANDLERS, "voice.status", broken)
-    for _ in range(8):
+    run_jobs(services, services.redis)
+    assert events(services)[0].attempts == 1
+    # Backing off: a second try 20 s after arrival, a third 40 s, then 80 s ...
+    clock.advance(seconds=15)
+    assert relay_once(services) == 0
+    clock.advance(seconds=10)
+    assert relay_once(services) == 1
+    for _ in range(12):
         run_jobs(services, services.redis)
-        clock.advance(minutes=1)
+        clock.advance(hours=1)
         relay_once(services)
     [event] = events(services)
     assert event.processed_at is None
-    assert event.attempts == 5
+    assert event.attempts == MAX_ATTEMPTS
     assert event.error == "RuntimeError: boom"
 
     monkeypatch.undo()
