@@ -60,6 +60,7 @@ class WorkQueue:
         self._lock = threading.Lock()
 
     def enqueue_event(self, event_id: int) -> bool:
+        """True if a job was added; False if Redis failed or the job already exists."""
         return self._enqueue(EVENT_JOB, event_id, event_job_id(event_id))
 
     def enqueue_events(self, event_ids: Sequence[int]) -> bool:
@@ -97,7 +98,7 @@ class WorkQueue:
             log.warning("enqueue of %s failed (%s); the relay will retry it", job_id, exc)
             return False
         except DuplicateJobError:
-            return True
+            return False  # the job is still there (waiting or running): nothing to add
         return True
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 # than that before stepping in keeps the relay from racing the normal path.
 GRACE = timedelta(seconds=10)
 INTERVAL_SECONDS = 15.0
+ABANDONED_AFTER = timedelta(minutes=10)
 
 
 def relay_once(services: Services, *, grace: timedelta = GRACE) -> int:
@@ -49,8 +50,22 @@ def _retry_failed(services: Services, job_id: str) -> None:
         return
     except Exception:  # Redis trouble: the enqueue below will report it
         return
-    if job.get_status(refresh=False) in (JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED):
+    status = job.get_status(refresh=False)
+    if status in (JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED) or (
+        status == JobStatus.STARTED and _abandoned(job)
+    ):
         job.delete()
+
+
+def _abandoned(job: Job) -> bool:
+    # A job is a few database statements; one "started" long ago belonged to a worker that
+    # was killed mid-job (SIGKILL, out of memory) and will never finish it.
+    started = job.started_at
+    if started is None:
+        return True
+    if started.tzinfo is None:  # RQ stores naive UTC
+        started = started.replace(tzinfo=UTC)
+    return datetime.now(UTC) - started > ABANDONED_AFTER
 
 
 class Relay(threading.Thread):

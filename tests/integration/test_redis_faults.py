@@ -301,3 +301,35 @@ def test_it_stores_an_event_after_the_database_dropped_its_connections(services,
     assert store() is not None
     assert store() is not None
     assert len(events(services)) == 3
+
+
+def test_it_retries_an_event_whose_worker_died_mid_job(client, services, clock: FakeClock):
+    from datetime import UTC, datetime, timedelta
+
+    from rq.job import JobStatus
+
+    from telephony_service.workqueue import event_job_id
+
+    make_practice(services)
+    call_ended(client, new_sid("CA"))
+    services.dispatcher.flush()
+    flush_redis(services.redis)
+    [event] = events(services)
+    # What a SIGKILLed worker leaves behind: the job marked started, never finished.
+    job = services.work.queue.enqueue_call(
+        "workers.jobs.process_webhook_event", args=(event.id,), job_id=event_job_id(event.id)
+    )
+    services.work.queue.remove(job)
+    job.set_status(JobStatus.STARTED)
+    job.started_at = datetime.now(UTC) - timedelta(minutes=1)
+    job.save()
+
+    clock.advance(minutes=1)
+    assert relay_once(services) == 0  # a job started a minute ago may still be running
+
+    job.started_at = datetime.now(UTC) - timedelta(minutes=30)
+    job.save()
+    assert relay_once(services) == 1
+    run_jobs(services, services.redis)
+    assert len(tasks_of(services)) == 1
+    assert events(services)[0].processed_at is not None
