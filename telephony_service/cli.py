@@ -181,6 +181,22 @@ def apikey_add(practice_id: int) -> None:
         click.echo(key)
 
 
+@main.group()
+def events() -> None:
+    """Stored Twilio events."""
+
+
+@events.command("retry")
+@click.option("--id", "event_id", type=int, default=None, help="One event (default: all stuck).")
+def events_retry(event_id: int | None) -> None:
+    """Hand events that failed every attempt back to the worker (after fixing the cause)."""
+    from telephony_service.services.events import retry_stranded
+
+    with _session(_settings()) as session:
+        count = retry_stranded(session, event_id)
+    click.echo(f"{count} event(s) will be retried by the worker's relay")
+
+
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=5000, show_default=True, type=int)

@@ -100,3 +100,16 @@ def record_failure(session: Session, event_id: int, error: str) -> None:
         update(WebhookEvent).where(WebhookEvent.id == event_id).values(error=error[:500])
     )
     session.commit()
+
+
+def retry_stranded(session: Session, event_id: int | None = None) -> int:
+    """Give events that used up their attempts (or one event) back to the relay."""
+    query = update(WebhookEvent).where(WebhookEvent.processed_at.is_(None))
+    query = (
+        query.where(WebhookEvent.id == event_id)
+        if event_id is not None
+        else query.where(WebhookEvent.attempts >= MAX_ATTEMPTS)
+    )
+    result = session.execute(query.values(attempts=0, error=None))
+    session.commit()
+    return int(result.rowcount)  # type: ignore[attr-defined]

@@ -181,3 +181,29 @@ def test_it_closes_a_practice_for_a_day(telephony, services):
         practice = session.get(Practice, practice_id)
         assert practice is not None
         assert not calendar_for(practice).is_business_day(date(2026, 12, 24))
+
+
+def test_it_hands_stuck_events_back_to_the_relay(telephony, services, clock, client):
+    from sqlalchemy import update
+
+    from telephony_service.models import WebhookEvent
+    from telephony_service.services.events import MAX_ATTEMPTS
+    from tests.conftest import flush_redis
+    from tests.helpers import call_ended, events, make_practice, new_sid
+    from workers.relay import relay_once
+
+    make_practice(services)
+    call_ended(client, new_sid("CA"))
+    services.dispatcher.flush()
+    with services.session() as session:
+        session.execute(update(WebhookEvent).values(attempts=MAX_ATTEMPTS, error="Boom"))
+        session.commit()
+    clock.advance(hours=2)
+    assert relay_once(services) == 0
+
+    result = telephony("events", "retry")
+    assert result.exit_code == 0, result.output
+    assert "1 event(s)" in result.output
+    assert events(services)[0].attempts == 0
+    flush_redis(services.redis)  # the webhook's own job ran (and failed) long ago
+    assert relay_once(services) == 1
