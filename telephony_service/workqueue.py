@@ -146,7 +146,8 @@ class Dispatcher:
         return True
 
     def close(self, timeout: float = 2.0) -> None:
-        """Hand over what is pending, then stop the thread (process exit, tests)."""
+        """Hand over what is pending, then stop the thread (tests; a process that simply
+        exits leaves its pending ids to the relay)."""
         self.flush(timeout)
         with self._cond:
             self._closed = True

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import logging
 
-from sqlalchemy.exc import DBAPIError
-
-from telephony_service.services import events, intake
+from telephony_service.services import events
+from telephony_service.services.events import EventFailed
 from workers.runtime import services
+
+__all__ = ["EventFailed", "process_webhook_event", "process_webhook_events"]
 
 log = logging.getLogger(__name__)
 
@@ -15,30 +16,7 @@ log = logging.getLogger(__name__)
 def process_webhook_event(event_id: int) -> None:
     wired = services()
     with wired.session() as session:
-        if not events.count_attempt(session, event_id):
-            return  # unknown id or already applied: a duplicate job is a quiet no-op
-        try:
-            intake.apply_event(session, event_id, now=wired.clock())
-        except Exception as exc:
-            session.rollback()
-            # Database errors quote the rows they hit (PostgreSQL's DETAIL line names the
-            # key, i.e. a phone number), so only the kind of failure is kept and raised.
-            summary = _describe(exc)
-            events.record_failure(session, event_id, summary)
-            raise EventFailed(f"webhook event {event_id}: {summary}") from None
-
-
-class EventFailed(RuntimeError):
-    pass
-
-
-def _describe(exc: Exception) -> str:
-    if isinstance(exc, DBAPIError):
-        code = getattr(exc.orig, "sqlstate", None)
-        return f"{type(exc).__name__} ({type(exc.orig).__name__}, SQLSTATE {code})"
-    if isinstance(exc, (KeyError, ValueError, TypeError, RuntimeError, AssertionError)):
-        return f"{type(exc).__name__}: {exc}"[:300]
-    return type(exc).__name__
+        events.process(session, event_id, now=wired.clock())
 
 
 def process_webhook_events(event_ids: list[int]) -> None:

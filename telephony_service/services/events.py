@@ -12,6 +12,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from telephony_service.models import WebhookEvent
+from telephony_service.services import intake
 
 # An event that failed this many times waits for a person (the row keeps the error);
 # retrying it forever would only hide the bug behind a busy worker. With the back-off
@@ -84,7 +85,7 @@ def stale_event_ids(session: Session, *, now: datetime, older_than: timedelta) -
     )
 
 
-def count_attempt(session: Session, event_id: int) -> bool:
+def _count_attempt(session: Session, event_id: int) -> bool:
     """Count an attempt in its own transaction, so a crash still counts. False if done."""
     result = session.execute(
         update(WebhookEvent)
@@ -95,11 +96,42 @@ def count_attempt(session: Session, event_id: int) -> bool:
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
-def record_failure(session: Session, event_id: int, error: str) -> None:
+def _record_failure(session: Session, event_id: int, error: str) -> None:
     session.execute(
         update(WebhookEvent).where(WebhookEvent.id == event_id).values(error=error[:500])
     )
     session.commit()
+
+
+class EventFailed(RuntimeError):
+    """Applying a stored event failed; the message names the kind of failure only."""
+
+
+def process(session: Session, event_id: int, *, now: datetime) -> None:
+    """Apply a stored event once, counting the attempt; a failure is recorded on its row.
+
+    Unknown or already applied ids are a quiet no-op, so a duplicate job changes nothing.
+    """
+    if not _count_attempt(session, event_id):
+        return
+    try:
+        intake.apply_event(session, event_id, now=now)
+    except Exception as exc:
+        session.rollback()
+        # Database errors quote the rows they hit (PostgreSQL's DETAIL line names the key,
+        # i.e. a phone number), so only the kind of failure is kept and raised.
+        summary = _describe(exc)
+        _record_failure(session, event_id, summary)
+        raise EventFailed(f"webhook event {event_id}: {summary}") from None
+
+
+def _describe(exc: Exception) -> str:
+    if isinstance(exc, DBAPIError):
+        code = getattr(exc.orig, "sqlstate", None)
+        return f"{type(exc).__name__} ({type(exc.orig).__name__}, SQLSTATE {code})"
+    if isinstance(exc, (KeyError, ValueError, TypeError, RuntimeError, AssertionError)):
+        return f"{type(exc).__name__}: {exc}"[:300]
+    return type(exc).__name__
 
 
 def retry_stranded(session: Session, event_id: int | None = None) -> int:

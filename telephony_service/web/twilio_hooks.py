@@ -68,11 +68,10 @@ def _store(kind: str, sid: str) -> None:
 @bp.post("/voice/incoming")
 @twilio_signed
 def voice_incoming() -> Response:
-    card = _directory().by_number(twilio_params().get("To"))
+    called = twilio_params().get("To")
+    card = _directory().by_number(called)
     if card is None:
-        log.warning(
-            "incoming call to %s, which no practice owns", mask_phone(twilio_params().get("To"))
-        )
+        log.warning("incoming call to %s, which no practice owns", mask_phone(called))
         return _twiml(voice.unknown_number())
     return _twiml(voice.greeting(card, _services().settings.public_base_url))
 
