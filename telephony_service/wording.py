@@ -3,13 +3,37 @@
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 from typing import Any
 
-from jinja2 import Environment, FileSystemLoader, StrictUndefined, Template
+from jinja2 import (
+    Environment,
+    FileSystemLoader,
+    StrictUndefined,
+    Template,
+    TemplateSyntaxError,
+    meta,
+)
 
+from telephony_service.domain.phi import lint_template
+from telephony_service.domain.segments import count_segments, normalise_text
 from telephony_service.settings import PROJECT_ROOT
 
 TEMPLATE_DIR = PROJECT_ROOT / "voice_templates"
+
+# DESIGN.md section 3: a text stays within two segments; a third one is a cost nobody chose.
+MAX_SEGMENTS = 2
+
+
+class TemplateTooLong(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class RenderedSms:
+    body: str
+    encoding: str
+    segments: int
 
 
 @functools.cache
@@ -30,3 +54,35 @@ def _template(name: str) -> Template:
 
 def render(name: str, **context: Any) -> str:
     return " ".join(_template(name).render(**context).split())
+
+
+def _clean(text: str) -> str:
+    return " ".join(normalise_text(text).split())
+
+
+def render_sms(name: str, **context: Any) -> RenderedSms:
+    # Values are cleaned as well as the result: practice names are typed or pasted by managers,
+    # with the curly quotes, control characters and stray spaces ("Clinic :") that come along.
+    values = {
+        key: _clean(value) if isinstance(value, str) else value for key, value in context.items()
+    }
+    body = _clean(_template(f"sms/{name}.txt").render(**values))
+    counted = count_segments(body)
+    if counted.segments > MAX_SEGMENTS:
+        raise TemplateTooLong(
+            f"sms/{name}.txt renders to {counted.segments} {counted.encoding} segments "
+            f"({counted.units} units); the limit is {MAX_SEGMENTS}"
+        )
+    return RenderedSms(body=body, encoding=counted.encoding, segments=counted.segments)
+
+
+def sms_template_variables(source: str) -> set[str]:
+    return set(meta.find_undeclared_variables(_environment().parse(source)))
+
+
+def lint_sms_template(source: str) -> list[str]:
+    try:
+        variables = sms_template_variables(source)
+    except TemplateSyntaxError as exc:
+        return [f"line {exc.lineno}: {exc.message}"]
+    return lint_template(source, variables)

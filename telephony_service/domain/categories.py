@@ -10,6 +10,8 @@ class Category(enum.StrEnum):
     WEB_FORM = "web_form"
     MISSED_CALL = "missed_call"
     VOICEMAIL = "voicemail"
+    # A text from a patient with no open task: answered like a missed call.
+    SMS_INQUIRY = "sms_inquiry"
     CANCELLATION = "cancellation"
     REFERRAL = "referral"
     INSURANCE_DOCS = "insurance_docs"
@@ -34,6 +36,7 @@ BASE_PRIORITY: dict[Category, int] = {
     Category.NEW_PATIENT_REQUEST: 50,
     Category.VOICEMAIL: 40,
     Category.MISSED_CALL: 35,
+    Category.SMS_INQUIRY: 35,
     Category.CANCELLATION: 35,
     Category.WEB_FORM: 30,
     Category.INCOMPLETE_SCHEDULING: 25,
@@ -47,6 +50,7 @@ LABELS: dict[Category, str] = {
     Category.WEB_FORM: "Web form",
     Category.MISSED_CALL: "Missed call",
     Category.VOICEMAIL: "Voicemail",
+    Category.SMS_INQUIRY: "Text message",
     Category.CANCELLATION: "Cancellation",
     Category.REFERRAL: "Referral",
     Category.INSURANCE_DOCS: "Insurance documents",

@@ -12,6 +12,7 @@ _BUSINESS_MINUTES: dict[Category, int] = {
     Category.WEB_FORM: 30,
     Category.MISSED_CALL: 60,
     Category.VOICEMAIL: 60,
+    Category.SMS_INQUIRY: 60,
     Category.CANCELLATION: 60,
     Category.INCOMPLETE_SCHEDULING: 120,
 }
@@ -25,6 +26,7 @@ SLA_DESCRIPTIONS: dict[Category, str] = {
     Category.WEB_FORM: "30 business minutes",
     Category.MISSED_CALL: "1 business hour",
     Category.VOICEMAIL: "1 business hour",
+    Category.SMS_INQUIRY: "1 business hour",
     Category.CANCELLATION: "1 business hour",
     Category.INCOMPLETE_SCHEDULING: "2 business hours",
     Category.REFERRAL: "same business day (next business day if received in the last hour)",
