@@ -35,6 +35,10 @@ class Settings:
     # and a slow answer also delays the caller hearing the greeting.
     enqueue_timeout: float = 0.25
     max_form_bytes: int = 64 * 1024
+    # Texts per second per sending number (US long codes take 1); None: Twilio queues.
+    sms_sender_rate: float | None = None
+    # Seconds the Twilio REST client waits for an answer before the outcome is unknown.
+    twilio_timeout: float = 10.0
 
     @property
     def twilio_enabled(self) -> bool:
@@ -129,4 +133,10 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         ),
         instance_path=instance,
         enqueue_timeout=_float("ENQUEUE_TIMEOUT", env.get("ENQUEUE_TIMEOUT", "0.25")),
+        sms_sender_rate=(
+            _float("SMS_SENDER_RATE", env["SMS_SENDER_RATE"])
+            if env.get("SMS_SENDER_RATE")
+            else None
+        ),
+        twilio_timeout=_float("TWILIO_TIMEOUT", env.get("TWILIO_TIMEOUT", "10")),
     )

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from telephony_service.clock import Clock, system_clock
 from telephony_service.db import make_engine, make_session_factory
 from telephony_service.gateways import TelephonyGateway, build_gateway
+from telephony_service.services.delivery import SendSettings
 from telephony_service.settings import Settings
 from telephony_service.workqueue import Dispatcher, WorkQueue, connect_redis
 
@@ -41,6 +42,13 @@ class Services:
     @gateway.setter
     def gateway(self, gateway: TelephonyGateway) -> None:
         self._gateway = gateway
+
+    @property
+    def send_settings(self) -> SendSettings:
+        return SendSettings(
+            public_base_url=self.settings.public_base_url,
+            sender_rate=self.settings.sms_sender_rate,
+        )
 
     @contextmanager
     def session(self) -> Iterator[Session]:

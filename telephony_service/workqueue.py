@@ -24,6 +24,9 @@ log = logging.getLogger(__name__)
 QUEUE_NAME = "telephony"
 EVENT_JOB = "workers.jobs.process_webhook_event"
 EVENTS_JOB = "workers.jobs.process_webhook_events"
+SEND_JOB = "workers.jobs.send_message"
+RECONCILE_JOB = "workers.jobs.reconcile_message"
+FOLLOWUP_JOB = "workers.jobs.run_followup"
 
 
 def event_job_id(event_id: int) -> str:
@@ -32,6 +35,18 @@ def event_job_id(event_id: int) -> str:
 
 def events_job_id(event_ids: Sequence[int]) -> str:
     return f"webhook-events-{event_ids[0]}-{event_ids[-1]}-{len(event_ids)}"
+
+
+def send_job_id(message_id: int) -> str:
+    return f"sms-{message_id}"
+
+
+def reconcile_job_id(message_id: int) -> str:
+    return f"sms-reconcile-{message_id}"
+
+
+def followup_job_id(followup_id: int) -> str:
+    return f"followup-{followup_id}"
 
 
 def connect_redis(url: str, timeout: float) -> Redis:
@@ -62,6 +77,15 @@ class WorkQueue:
     def enqueue_event(self, event_id: int) -> bool:
         """True if a job was added; False if Redis failed or the job already exists."""
         return self._enqueue(EVENT_JOB, event_id, event_job_id(event_id))
+
+    def enqueue_send(self, message_id: int) -> bool:
+        return self._enqueue(SEND_JOB, message_id, send_job_id(message_id))
+
+    def enqueue_reconcile(self, message_id: int) -> bool:
+        return self._enqueue(RECONCILE_JOB, message_id, reconcile_job_id(message_id))
+
+    def enqueue_followup(self, followup_id: int) -> bool:
+        return self._enqueue(FOLLOWUP_JOB, followup_id, followup_job_id(followup_id))
 
     def enqueue_events(self, event_ids: Sequence[int]) -> bool:
         """One job for events that arrived together."""

@@ -12,8 +12,12 @@ import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
+import requests
+import requests.adapters
 from flask import Flask
 from flask.testing import FlaskClient
 from redis import Redis
@@ -26,6 +30,9 @@ from telephony_service.models import Base
 from telephony_service.settings import Settings
 from telephony_service.web import create_app
 from telephony_service.wiring import Services, build_services
+
+# Twilio's Messages API faked with `responses`: the `twilio_messages` fixture.
+pytest_plugins = ["tests.sms_support"]
 
 PUBLIC_BASE_URL = "https://callbacks.example.test"
 ACCOUNT_SID = "AC" + "a1" * 16
@@ -99,6 +106,23 @@ def make_url_redis(url: str) -> str:
     # redis://host:port/db -> redis://host:port
     scheme, _, rest = url.partition("://")
     return f"{scheme}://{rest.split('/', 1)[0]}"
+
+
+_LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+@pytest.fixture(autouse=True)
+def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests never reach the internet: Twilio is faked with `responses` (which patches
+    the same method while active) or by a local server; anything else fails loudly."""
+    real_send = requests.adapters.HTTPAdapter.send
+
+    def send(self: requests.adapters.HTTPAdapter, request: Any, *args: Any, **kwargs: Any) -> Any:
+        if urlsplit(request.url).hostname in _LOCAL_HOSTS:
+            return real_send(self, request, *args, **kwargs)
+        raise requests.exceptions.ConnectionError(f"network disabled in tests: {request.url}")
+
+    monkeypatch.setattr(requests.adapters.HTTPAdapter, "send", send)
 
 
 @pytest.fixture

@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import logging
 
-from telephony_service.services import events
+from telephony_service.services import delivery, events, followups
 from telephony_service.services.events import EventFailed
+from telephony_service.wiring import Services
 from workers.runtime import services
 
-__all__ = ["EventFailed", "process_webhook_event", "process_webhook_events"]
+__all__ = [
+    "EventFailed",
+    "process_webhook_event",
+    "process_webhook_events",
+    "reconcile_message",
+    "run_followup",
+    "send_message",
+]
 
 log = logging.getLogger(__name__)
 
@@ -16,7 +24,10 @@ log = logging.getLogger(__name__)
 def process_webhook_event(event_id: int) -> None:
     wired = services()
     with wired.session() as session:
-        events.process(session, event_id, now=wired.clock())
+        ready = events.process(
+            session, event_id, now=wired.clock(), base_url=wired.settings.public_base_url
+        )
+    _hand_over(wired, ready)
 
 
 def process_webhook_events(event_ids: list[int]) -> None:
@@ -31,3 +42,32 @@ def process_webhook_events(event_ids: list[int]) -> None:
     if failed:
         # The others are applied; these stay unapplied and the relay retries them.
         raise EventFailed(f"webhook events {failed} failed")
+
+
+def send_message(message_id: int) -> None:
+    wired = services()
+    with wired.session() as session:
+        delivery.send_message(
+            session, wired.gateway, message_id, clock=wired.clock, settings=wired.send_settings
+        )
+
+
+def reconcile_message(message_id: int) -> None:
+    wired = services()
+    with wired.session() as session:
+        delivery.reconcile_message(session, wired.gateway, message_id, clock=wired.clock)
+
+
+def run_followup(followup_id: int) -> None:
+    wired = services()
+    with wired.session() as session:
+        outcome = followups.run_followup(
+            session, followup_id, now=wired.clock(), base_url=wired.settings.public_base_url
+        )
+    _hand_over(wired, outcome.messages)
+
+
+def _hand_over(wired: Services, message_ids: list[int]) -> None:
+    # Texts due now go straight to RQ; if Redis fails here the scheduler finds them.
+    for message_id in message_ids:
+        wired.work.enqueue_send(message_id)

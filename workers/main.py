@@ -18,6 +18,7 @@ from telephony_service.wiring import build_services
 from telephony_service.workqueue import QUEUE_NAME
 from workers import runtime
 from workers.relay import Relay, relay_once
+from workers.scheduler import Scheduler
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +34,11 @@ def run_worker(settings: Settings, *, burst: bool = False) -> None:
     relay = Relay(services)
     relay_once(services)
     relay.start()
+    scheduler = Scheduler(services)
+    scheduler.start()
     log.info("worker listening on queue %r", QUEUE_NAME)
     try:
         worker.work(burst=burst, with_scheduler=False, logging_level="WARNING")
     finally:
         relay.stopped.set()
+        scheduler.stopped.set()

@@ -33,7 +33,7 @@ def relay_once(services: Services, *, grace: timedelta = GRACE) -> int:
         stale = stale_event_ids(session, now=services.clock(), older_than=grace)
     enqueued = 0
     for event_id in stale:
-        _retry_failed(services, event_job_id(event_id))
+        clear_dead_job(services, event_job_id(event_id))
         if services.work.enqueue_event(event_id):
             enqueued += 1
     if enqueued:
@@ -41,9 +41,11 @@ def relay_once(services: Services, *, grace: timedelta = GRACE) -> int:
     return enqueued
 
 
-def _retry_failed(services: Services, job_id: str) -> None:
-    # A failed job keeps its id in RQ's failed registry; a unique enqueue would then be
-    # refused as a duplicate, so the old job is removed first.
+def clear_dead_job(services: Services, job_id: str) -> None:
+    """Remove a failed or abandoned job, so the same id can be enqueued again.
+
+    A failed job keeps its id in RQ's failed registry; a unique enqueue would then be
+    refused as a duplicate, so the old job is removed first."""
     try:
         job = Job.fetch(job_id, connection=services.work.redis)
     except NoSuchJobError:

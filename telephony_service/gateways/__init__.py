@@ -36,4 +36,6 @@ def build_gateway(settings: Settings) -> TelephonyGateway:
     # Imported here: twilio.rest is large, and the web process only needs it to send.
     from telephony_service.gateways.twilio import TwilioGateway
 
-    return TwilioGateway(sid, token, api_base_url=settings.twilio_api_base_url)
+    return TwilioGateway(
+        sid, token, api_base_url=settings.twilio_api_base_url, timeout=settings.twilio_timeout
+    )

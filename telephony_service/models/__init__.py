@@ -82,6 +82,11 @@ class Practice(Base):
     # Weekly business hours as {"mon": [["08:00", "17:00"]], ...}; see domain.calendar.
     business_hours: Mapped[dict[str, Any]]
     observe_us_holidays: Mapped[bool] = mapped_column(Boolean, default=True)
+    # The manager's texting window per weekday in the patient's local time, as
+    # {"mon": ["09:00", "19:00"], "sun": None}; None means the legal floor alone.
+    texting_hours: Mapped[dict[str, Any] | None]
+    # Texts a day at most (abuse and cost); sends over it wait for the next day.
+    daily_send_cap: Mapped[int] = mapped_column(Integer, default=500)
     created_at: Mapped[utc]
 
     closures: Mapped[list[PracticeClosure]] = relationship(
@@ -145,7 +150,42 @@ class Contact(Base):
     # None until we know: a new-patient request says no, an EHR referral may say yes.
     is_known_patient: Mapped[bool | None] = mapped_column(Boolean)
     timezone: Mapped[str | None] = mapped_column(String(64))
+    # Two-letter US state when known (an EHR may say); else the area code's is used.
+    state: Mapped[str | None] = mapped_column(String(2))
+    opted_out_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # Set when a carrier says the number cannot take texts (landline, unreachable).
+    sms_undeliverable_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     created_at: Mapped[utc]
+
+
+class ConsentChange(Base):
+    """Every opt-out and opt-in, with when and how: the audit a regulator asks for."""
+
+    __tablename__ = "consent_changes"
+
+    id: Mapped[intpk]
+    contact_id: Mapped[int] = mapped_column(
+        ForeignKey("contacts.id", ondelete="CASCADE"), index=True
+    )
+    at: Mapped[utc]
+    action: Mapped[str16]  # opt_out | opt_in
+    # keyword | free_text | carrier_21610 | staff
+    source: Mapped[str32]
+    message_sid: Mapped[str | None] = mapped_column(String(64))
+    task_id: Mapped[int | None] = mapped_column(ForeignKey("tasks.id", ondelete="SET NULL"))
+
+
+class Cadence(Base):
+    """A practice's attempt cadence for one category (see domain.cadence for the steps)."""
+
+    __tablename__ = "cadences"
+    __table_args__ = (UniqueConstraint("practice_id", "category"),)
+
+    id: Mapped[intpk]
+    practice_id: Mapped[int] = mapped_column(ForeignKey("practices.id", ondelete="CASCADE"))
+    category: Mapped[str32]
+    steps: Mapped[dict[str, Any]]
+    updated_at: Mapped[utc]
 
 
 class Task(Base):
@@ -178,6 +218,12 @@ class Task(Base):
     due_at: Mapped[utc]
     next_action: Mapped[str | None] = mapped_column(String(64))
     next_action_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # Set when real contact (a reply, a call, a booking) or an opt-out ends the automated
+    # follow-ups; staff still see and work the task.
+    cadence_stopped_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    cadence_stop_reason: Mapped[str | None] = mapped_column(String(32))
+    # Something a person must look at (a free-text "stop texting me", undeliverable texts).
+    flag: Mapped[str | None] = mapped_column(String(32))
 
     contact: Mapped[Contact | None] = relationship()
     owner: Mapped[User | None] = relationship()
@@ -255,3 +301,116 @@ class WebhookEvent(Base):
     processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     error: Mapped[str | None] = mapped_column(String(500))
+
+
+class FollowUp(Base):
+    """One step of a task's cadence, due at a time. The worker's scheduler claims due rows.
+
+    (task_id, step) is unique, so a step that runs twice cannot schedule its successor twice.
+    """
+
+    __tablename__ = "followups"
+    __table_args__ = (
+        UniqueConstraint("task_id", "step"),
+        Index(
+            "ix_followups_due",
+            "due_at",
+            postgresql_where=text("state = 'pending'"),
+            sqlite_where=text("state = 'pending'"),
+        ),
+    )
+
+    id: Mapped[intpk]
+    task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"))
+    step: Mapped[int] = mapped_column(Integer)
+    action: Mapped[str16]  # text | call | close
+    template: Mapped[str | None] = mapped_column(String(32))
+    due_at: Mapped[utc]
+    state: Mapped[str16] = mapped_column(default="pending")  # pending | done | canceled
+    # When the scheduler last handed it to RQ; it offers it again if Redis lost the job.
+    enqueued_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    done_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class Message(Base):
+    """An outbound text: written before the send (the outbox), updated by Twilio's callbacks.
+
+    dedupe_key is unique per (task, attempt, purpose), or per inbound message for a reply,
+    so no path can create the same text twice; the send job claims the row with a
+    compare-and-swap on status, so no job can send it twice.
+    """
+
+    __tablename__ = "messages"
+    __table_args__ = (
+        Index(
+            "ix_messages_due",
+            "not_before",
+            postgresql_where=text("status IN ('pending', 'claimed', 'unknown')"),
+            sqlite_where=text("status IN ('pending', 'claimed', 'unknown')"),
+        ),
+        # The gate counts a contact's recent texts on every send.
+        Index("ix_messages_contact_created", "contact_id", "created_at"),
+        Index("ix_messages_practice_sent", "practice_id", "sent_at"),
+        Index("ix_messages_task", "task_id"),
+    )
+
+    id: Mapped[intpk]
+    practice_id: Mapped[int] = mapped_column(ForeignKey("practices.id", ondelete="CASCADE"))
+    task_id: Mapped[int | None] = mapped_column(ForeignKey("tasks.id", ondelete="SET NULL"))
+    contact_id: Mapped[int] = mapped_column(ForeignKey("contacts.id", ondelete="CASCADE"))
+    dedupe_key: Mapped[str] = mapped_column(String(100), unique=True)
+    purpose: Mapped[str32]
+    attempt: Mapped[int] = mapped_column(Integer, default=0)
+    # automated | manual | reply: what the compliance gate applies.
+    kind: Mapped[str16]
+    to_number: Mapped[str16]
+    from_number: Mapped[str16]
+    body: Mapped[str] = mapped_column(Text)
+    segments: Mapped[int] = mapped_column(Integer)
+    # pending → claimed → (Twilio's) queued / sent / delivered …; unknown when a send's
+    # outcome was lost; canceled, blocked and failed end it without a (new) send.
+    status: Mapped[str16]
+    not_before: Mapped[utc]
+    defer_reason: Mapped[str | None] = mapped_column(String(200))
+    enqueued_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # A reserved send slot under a per-sender rate limit, kept across a deferral.
+    slot_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    tries: Mapped[int] = mapped_column(Integer, default=0)
+    message_sid: Mapped[str | None] = mapped_column(String(64), unique=True)
+    error_code: Mapped[int | None] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(String(300))
+    created_at: Mapped[utc]
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    updated_at: Mapped[utc]
+
+
+class SenderSlot(Base):
+    """The next free send time of one sending number under SMS_SENDER_RATE."""
+
+    __tablename__ = "sender_slots"
+
+    number: Mapped[str16] = mapped_column(primary_key=True)
+    next_at: Mapped[utc]
+
+
+class Link(Base):
+    """A scheduling link sent in a text. Only a hash of the token is kept; the URL holds no PHI."""
+
+    __tablename__ = "links"
+
+    id: Mapped[intpk]
+    token_hash: Mapped[str64] = mapped_column(unique=True)
+    practice_id: Mapped[int] = mapped_column(ForeignKey("practices.id", ondelete="CASCADE"))
+    task_id: Mapped[int | None] = mapped_column(
+        ForeignKey("tasks.id", ondelete="CASCADE"), index=True
+    )
+    message_id: Mapped[int | None] = mapped_column(ForeignKey("messages.id", ondelete="SET NULL"))
+    created_at: Mapped[utc]
+    expires_at: Mapped[utc]
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    opened_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    opens: Mapped[int] = mapped_column(Integer, default=0)
+    # booked | callback, and when: a click followed by one of these is real contact.
+    action: Mapped[str | None] = mapped_column(String(16))
+    action_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

@@ -107,15 +107,16 @@ class EventFailed(RuntimeError):
     """Applying a stored event failed; the message names the kind of failure only."""
 
 
-def process(session: Session, event_id: int, *, now: datetime) -> None:
+def process(session: Session, event_id: int, *, now: datetime, base_url: str) -> list[int]:
     """Apply a stored event once, counting the attempt; a failure is recorded on its row.
 
     Unknown or already applied ids are a quiet no-op, so a duplicate job changes nothing.
+    Returns the ids of texts the event made ready to send now.
     """
     if not _count_attempt(session, event_id):
-        return
+        return []
     try:
-        intake.apply_event(session, event_id, now=now)
+        return intake.apply_event(session, event_id, now=now, base_url=base_url) or []
     except Exception as exc:
         session.rollback()
         # Database errors quote the rows they hit (PostgreSQL's DETAIL line names the key,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -18,6 +19,7 @@ from telephony_service.domain.phones import mask_phone, normalise_phone
 from telephony_service.domain.sla import first_response_due
 from telephony_service.domain.statuses import OPEN, TaskStatus
 from telephony_service.models import Call, Contact, Practice, Task, TaskEvent, WebhookEvent
+from telephony_service.services import consent, delivery, followups, inbound
 from telephony_service.services.practices import calendar_for
 
 log = logging.getLogger(__name__)
@@ -36,41 +38,46 @@ NEXT_IDENTIFY = "identify_caller"
 # --- webhook events --------------------------------------------------------------------
 
 
-def apply_event(session: Session, event_id: int, *, now: datetime) -> bool:
+def apply_event(
+    session: Session, event_id: int, *, now: datetime, base_url: str
+) -> list[int] | None:
     """Apply one stored Twilio event. Idempotent: a second run finds it done.
 
-    Returns False when there was nothing to do (unknown id, already applied).
+    Returns the ids of texts it made ready to send now (a text-back), or None when there
+    was nothing to do (unknown id, already applied).
     """
     event = session.execute(
         select(WebhookEvent).where(WebhookEvent.id == event_id).with_for_update()
     ).scalar_one_or_none()
     if event is None or event.processed_at is not None:
         session.rollback()
-        return False
+        return None
     handler = _HANDLERS.get(event.kind)
     if handler is None:
         raise ValueError(f"no handler for webhook event kind {event.kind!r}")
-    handler(session, event.params, event.received_at)
+    ready = handler(session, event.params, event.received_at, base_url)
     event.processed_at = now
     event.error = None
     session.commit()
-    return True
+    return ready or []
 
 
-def _voice_status(session: Session, params: dict[str, Any], at: datetime) -> None:
+def _voice_status(
+    session: Session, params: dict[str, Any], at: datetime, base_url: str
+) -> list[int] | None:
     if params.get("CallStatus") not in TERMINAL_CALL_STATUSES:
-        return
+        return None
     practice = _practice_by_number(session, params.get("To"))
     if practice is None:
         log.warning("call ended on %s, which no practice owns", mask_phone(params.get("To")))
-        return
+        return None
     call = _lock_call(session, params["CallSid"], at)
     call.practice_id = practice.id
     call.status = params.get("CallStatus")
     call.duration = _int(params.get("CallDuration"))
     call.ended_at = at
     if call.task_id is not None:
-        return
+        return None
 
     caller = normalise_phone(params.get("From"))
     contact = _lock_contact(session, practice.id, caller, at) if caller else None
@@ -80,6 +87,10 @@ def _voice_status(session: Session, params: dict[str, Any], at: datetime) -> Non
         task.priority += REPEAT_CALL_BOOST
         task.updated_at = at
         _timeline(session, task, at, "call_merged", data={"call_count": task.call_count})
+        # The patient is trying to reach us: no more "we missed you" texts; the raised
+        # priority puts the task in front of an agent instead.
+        consent.stop_cadence(session, task, at=at, reason="inbound_call")
+        ready: list[int] = []
     else:
         category = Category.VOICEMAIL if call.recording_sid else Category.MISSED_CALL
         task = _new_task(
@@ -95,14 +106,18 @@ def _voice_status(session: Session, params: dict[str, Any], at: datetime) -> Non
         if contact is None:
             task.next_action = NEXT_IDENTIFY
         _timeline(session, task, at, "created", data={"source": "phone"})
+        ready = followups.start(
+            session, practice, task, contact, now=at, base_url=base_url
+        ).messages
     call.task_id = task.id
     if call.recording_sid:
         _attach_voicemail(session, task, call, at)
     if call.transcription:
         _timeline(session, task, at, "transcription", text=call.transcription)
+    return ready
 
 
-def _voice_recording(session: Session, params: dict[str, Any], at: datetime) -> None:
+def _voice_recording(session: Session, params: dict[str, Any], at: datetime, base_url: str) -> None:
     if params.get("RecordingStatus", "completed") != "completed":
         return
     duration = _int(params.get("RecordingDuration")) or 0
@@ -119,7 +134,9 @@ def _voice_recording(session: Session, params: dict[str, Any], at: datetime) -> 
         _attach_voicemail(session, task, call, at)
 
 
-def _voice_transcription(session: Session, params: dict[str, Any], at: datetime) -> None:
+def _voice_transcription(
+    session: Session, params: dict[str, Any], at: datetime, base_url: str
+) -> None:
     text = (params.get("TranscriptionText") or "").strip()
     if params.get("TranscriptionStatus", "completed") != "completed" or not text:
         return
@@ -133,10 +150,16 @@ def _voice_transcription(session: Session, params: dict[str, Any], at: datetime)
         _timeline(session, task, at, "transcription", text=call.transcription)
 
 
-_HANDLERS = {
+Handler = Callable[[Session, dict[str, Any], datetime, str], "list[int] | None"]
+
+_HANDLERS: dict[str, Handler] = {
     "voice.status": _voice_status,
     "voice.recording": _voice_recording,
     "voice.transcription": _voice_transcription,
+    "sms.status": lambda session, params, at, base_url: delivery.apply_status(session, params, at),
+    "sms.incoming": lambda session, params, at, base_url: inbound.apply_incoming(
+        session, params, at, base_url=base_url
+    ),
 }
 
 
@@ -234,6 +257,7 @@ def create_inquiry_task(
     *,
     idempotency_key: str | None,
     now: datetime,
+    base_url: str,
 ) -> tuple[Task, bool]:
     """Returns (task, created). A repeated Idempotency-Key returns the first task."""
     fingerprint = inquiry.fingerprint()
@@ -259,6 +283,7 @@ def create_inquiry_task(
     task.idempotency_key = idempotency_key
     task.idempotency_hash = fingerprint
     _timeline(session, task, now, "created", text=inquiry.reason, data={"source": inquiry.source})
+    followups.start(session, practice, task, contact, now=now, base_url=base_url)
     try:
         session.commit()
     except IntegrityError:

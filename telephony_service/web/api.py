@@ -82,7 +82,12 @@ def create_inquiry() -> Response:
     try:
         inquiry = parse_inquiry(payload)
         task, created = create_inquiry_task(
-            g.api_session, practice, inquiry, idempotency_key=key, now=_services().clock()
+            g.api_session,
+            practice,
+            inquiry,
+            idempotency_key=key,
+            now=_services().clock(),
+            base_url=_services().settings.public_base_url,
         )
     except InquiryInvalid as exc:
         return _error(422, "the inquiry has invalid fields", exc.errors)

@@ -11,7 +11,7 @@ import re
 from flask import Blueprint, Response, abort, current_app
 
 from telephony_service.domain.phones import mask_phone
-from telephony_service.services import voice
+from telephony_service.services import inbound, messaging, voice
 from telephony_service.services.events import record_event
 from telephony_service.services.intake import TERMINAL_CALL_STATUSES
 from telephony_service.services.practices import PracticeDirectory
@@ -51,6 +51,7 @@ def _sid(name: str) -> str:
 
 
 def _store(kind: str, sid: str) -> None:
+    """Commit the raw event, then hand its id to the dispatcher (never waits on Redis)."""
     services = _services()
     event_id = record_event(
         services.engine,
@@ -108,3 +109,38 @@ def voice_transcription() -> Response:
     _sid("CallSid")
     _store("voice.transcription", _sid("TranscriptionSid"))
     return _twiml(voice.empty())
+
+
+# Twilio posts one status callback per step (queued, sent, delivered …), all with the
+# same MessageSid; the status is part of what makes a callback a duplicate.
+MESSAGE_STATUS = re.compile(r"^[a-z-]{1,20}$")
+
+
+@bp.post("/sms/status")
+@twilio_signed
+def sms_status() -> Response:
+    sid = _sid("MessageSid")
+    status = twilio_params().get("MessageStatus", "")
+    if not MESSAGE_STATUS.match(status):
+        abort(400, "MessageStatus is missing or malformed")
+    _store("sms.status", f"{sid}:{status}")
+    return _twiml(messaging.empty())
+
+
+@bp.post("/sms/incoming")
+@twilio_signed
+def sms_incoming() -> Response:
+    sid = _sid("MessageSid")
+    params = twilio_params()
+    if not inbound.is_keyword(params.get("Body")):
+        _store(inbound.KIND, sid)
+        return _twiml(messaging.empty())
+    services = _services()
+    with services.session() as session:
+        answer = inbound.receive_keyword(
+            session,
+            dict(params.items()),
+            now=services.clock(),
+            base_url=services.settings.public_base_url,
+        )
+    return _twiml(messaging.reply(answer, services.settings.public_base_url))

@@ -19,8 +19,8 @@ def test_it_keeps_phone_numbers_out_of_a_database_error(client, services, monkey
     [event] = events(services)
     real = intake._HANDLERS["voice.status"]
 
-    def duplicate_contact(session, params, at):  # type: ignore[no-untyped-def]
-        real(session, params, at)
+    def duplicate_contact(session, params, at, base_url):  # type: ignore[no-untyped-def]
+        real(session, params, at, base_url)
         # A second contact for the same number: the unique constraint names the number.
         session.add(Contact(practice_id=practice.id, phone=ANA, created_at=at))
         session.flush()
@@ -43,8 +43,8 @@ def test_it_undoes_everything_a_failed_event_did(client, services, monkeypatch):
     call_ended(client, new_sid("CA"))
     real = intake._HANDLERS["voice.status"]
 
-    def fails_late(session, params, at):  # type: ignore[no-untyped-def]
-        real(session, params, at)  # creates the call row, the contact and the task
+    def fails_late(session, params, at, base_url):  # type: ignore[no-untyped-def]
+        real(session, params, at, base_url)  # creates the call row, the contact and the task
         raise RuntimeError("boom")
 
     monkeypatch.setitem(intake._HANDLERS, "voice.status", fails_late)

@@ -252,10 +252,10 @@ def test_it_applies_the_rest_of_a_batch_when_one_event_fails(
     first, second = (event.id for event in events(services))
     real = intake._HANDLERS["voice.status"]
 
-    def flaky(session, params, at):  # type: ignore[no-untyped-def]
+    def flaky(session, params, at, base_url):  # type: ignore[no-untyped-def]
         if params["From"] == "+12025550143":
             raise RuntimeError("boom")
-        real(session, params, at)
+        real(session, params, at, base_url)
 
     monkeypatch.setitem(intake._HANDLERS, "voice.status", flaky)
     runtime.install(services)

@@ -118,7 +118,8 @@ def test_it_merges_a_repeat_call_into_the_open_task(client, services, clock: Fak
     assert task.id == first.id
     assert task.call_count == 2
     assert task.priority > first.priority
-    assert timeline_kinds(services, task.id) == ["created", "call_merged"]
+    # The patient calling again is real contact: the automated texts stop.
+    assert timeline_kinds(services, task.id) == ["created", "call_merged", "cadence_stopped"]
 
 
 def test_it_keeps_callers_apart(client, services):

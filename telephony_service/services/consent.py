@@ -1,0 +1,127 @@
+"""Opt-outs and opt-ins: honoured at once, kept with time and source."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from telephony_service.domain.statuses import OPEN
+from telephony_service.models import ConsentChange, Contact, FollowUp, Message, Task, TaskEvent
+
+# Texts that have not left yet; a claimed one is mid-send and holds the contact's lock
+# (see delivery.send_message), so an opt-out waits for it rather than racing it.
+UNSENT = ("pending", "unknown")
+
+
+def lock_contact(session: Session, contact_id: int) -> Contact:
+    """The contact row, locked against a send in flight (which holds it shared)."""
+    return session.scalars(select(Contact).where(Contact.id == contact_id).with_for_update()).one()
+
+
+def opt_out(
+    session: Session,
+    contact: Contact,
+    *,
+    at: datetime,
+    source: str,
+    message_sid: str | None = None,
+    task_id: int | None = None,
+) -> bool:
+    """Mark the contact opted out and cancel every text not yet sent. False if it already was."""
+    cancel_unsent(session, contact_id=contact.id, at=at, reason="opted out")
+    if contact.opted_out_at is not None:
+        return False
+    contact.opted_out_at = at
+    session.add(
+        ConsentChange(
+            contact_id=contact.id,
+            at=at,
+            action="opt_out",
+            source=source,
+            message_sid=message_sid,
+            task_id=task_id,
+        )
+    )
+    for task in _open_tasks(session, contact.id):
+        session.add(TaskEvent(task_id=task.id, at=at, kind="opted_out", data={"source": source}))
+    return True
+
+
+def opt_in(
+    session: Session,
+    contact: Contact,
+    *,
+    at: datetime,
+    source: str,
+    message_sid: str | None = None,
+) -> bool:
+    """Texts may go to the contact again. False if it was not opted out."""
+    if contact.opted_out_at is None:
+        return False
+    contact.opted_out_at = None
+    session.add(
+        ConsentChange(
+            contact_id=contact.id, at=at, action="opt_in", source=source, message_sid=message_sid
+        )
+    )
+    for task in _open_tasks(session, contact.id):
+        session.add(TaskEvent(task_id=task.id, at=at, kind="opted_in", data={"source": source}))
+    return True
+
+
+def cancel_unsent(
+    session: Session,
+    *,
+    at: datetime,
+    reason: str,
+    contact_id: int | None = None,
+    task_id: int | None = None,
+    automated_only: bool = False,
+) -> int:
+    """Cancel texts that have not left, of a contact or of a task."""
+    query = update(Message).where(Message.status.in_(UNSENT))
+    if contact_id is not None:
+        query = query.where(Message.contact_id == contact_id)
+    if task_id is not None:
+        query = query.where(Message.task_id == task_id)
+    if automated_only:
+        query = query.where(Message.kind == "automated")
+    result = session.execute(
+        query.values(status="canceled", defer_reason=reason[:200], updated_at=at),
+        execution_options={"synchronize_session": False},
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def stop_cadence(session: Session, task: Task, *, at: datetime, reason: str) -> bool:
+    """Real contact (or an opt-out) ends the automated follow-ups of a task.
+
+    The task stays open for staff; pending steps and automated texts are canceled.
+    False if the cadence had already stopped.
+    """
+    if task.cadence_stopped_at is not None:
+        return False
+    task.cadence_stopped_at = at
+    task.cadence_stop_reason = reason[:32]
+    task.updated_at = at
+    session.execute(
+        update(FollowUp)
+        .where(FollowUp.task_id == task.id, FollowUp.state == "pending")
+        .values(state="canceled", done_at=at),
+        execution_options={"synchronize_session": False},
+    )
+    cancel_unsent(session, task_id=task.id, at=at, reason=reason, automated_only=True)
+    session.add(TaskEvent(task_id=task.id, at=at, kind="cadence_stopped", data={"reason": reason}))
+    return True
+
+
+def _open_tasks(session: Session, contact_id: int) -> list[Task]:
+    return list(
+        session.scalars(
+            select(Task).where(
+                Task.contact_id == contact_id, Task.status.in_([s.value for s in OPEN])
+            )
+        )
+    )

@@ -1,0 +1,676 @@
+"""The outbox: every text is a row before it is a request to Twilio.
+
+A text's life: `pending` (waits for not_before) → `claimed` (one job won the
+compare-and-swap and is sending it) → Twilio's own statuses (queued, sent, delivered …)
+from the send's answer and the status callbacks, which only ever move forward. A send
+whose answer was lost is `unknown` and is looked up in Twilio's message list before it is
+ever sent again. canceled, blocked and failed end a text without a (further) send.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, time, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import phonenumbers
+from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from telephony_service.domain import compliance
+from telephony_service.domain.phones import mask_phone
+from telephony_service.domain.statuses import TaskStatus, is_open
+from telephony_service.gateways.base import GatewayError, OutboundSms, TelephonyGateway
+from telephony_service.models import (
+    Contact,
+    Message,
+    Practice,
+    SenderSlot,
+    Task,
+    TaskEvent,
+)
+from telephony_service.services import consent
+from telephony_service.services.links import create_link, link_url
+from telephony_service.wording import render_sms
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+
+# Statuses Twilio reports, in the order a message moves through them. A callback that
+# arrives late (a "sent" after "delivered") must not move a message back.
+_RANK = {
+    "pending": 0,
+    "claimed": 1,
+    "unknown": 1,
+    "accepted": 2,
+    "scheduled": 2,
+    "queued": 2,
+    "sending": 3,
+    "sent": 4,
+    "delivered": 5,
+    "undelivered": 5,
+    "failed": 5,
+    "read": 6,
+}
+FINAL = frozenset({"delivered", "undelivered", "failed", "read", "canceled", "blocked"})
+# Texts that reached Twilio: they count against the caps.
+_SENT = ("accepted", "scheduled", "queued", "sending", "sent", "delivered", "undelivered", "read")
+_SENT_OR_IN_FLIGHT = (*_SENT, "claimed", "unknown")
+
+# Delivery failures that say texting this number will not work: the task needs a call.
+UNDELIVERABLE_CODES = frozenset({30003, 30004, 30005, 30006, 30007, 30008})
+LANDLINE_CODES = frozenset({21614, 30006})
+OPTED_OUT_CODE = 21610
+INVALID_NUMBER_CODE = 21211
+
+# A claimed row this old belongs to a worker that died mid-send (the HTTP timeout is
+# far shorter): its outcome is unknown.
+CLAIM_LEASE = timedelta(seconds=60)
+# Twilio's message list can lag a new message by a few seconds; a send that is not
+# listed by then was never accepted, and is sent again.
+RECONCILE_GRACE = timedelta(seconds=30)
+# Clocks differ; the list lookup starts a little before our claim.
+CLOCK_SKEW = timedelta(minutes=2)
+RETRY_DELAYS = (
+    timedelta(seconds=2),
+    timedelta(seconds=15),
+    timedelta(minutes=1),
+    timedelta(minutes=5),
+    timedelta(minutes=20),
+)
+MAX_TRIES = len(RETRY_DELAYS) + 1
+# A text sent this late after its reserved slot reserves a new one.
+SLOT_SLACK = timedelta(seconds=5)
+# A thread: texts to a contact less than this apart; the first of one carries STOP wording.
+THREAD_GAP = timedelta(days=30)
+
+NEXT_CALL_MANUALLY = "call_manually"
+
+
+@dataclass(frozen=True)
+class SendSettings:
+    public_base_url: str
+    # Messages per second per sending number (Twilio long codes take 1); None: no limit.
+    sender_rate: float | None = None
+
+
+# --- writing texts ---------------------------------------------------------------------
+
+
+def display_number(e164: str) -> str:
+    try:
+        number = phonenumbers.parse(e164, None)
+    except phonenumbers.NumberParseException:
+        return e164
+    region = phonenumbers.region_code_for_number(number)
+    style = (
+        phonenumbers.PhoneNumberFormat.NATIONAL
+        if region in ("US", "CA")
+        else phonenumbers.PhoneNumberFormat.INTERNATIONAL
+    )
+    return phonenumbers.format_number(number, style)
+
+
+def queue_text(
+    session: Session,
+    *,
+    practice: Practice,
+    contact: Contact,
+    task: Task | None,
+    template: str,
+    kind: str,
+    dedupe_key: str,
+    attempt: int,
+    now: datetime,
+    base_url: str,
+    with_link: bool = True,
+) -> Message | None:
+    """Write a text to the outbox, due now. None if this key was already written.
+
+    The body is rendered here, once: what is sent is what the outbox shows.
+    """
+    existing = session.scalar(select(Message.id).where(Message.dedupe_key == dedupe_key))
+    if existing is not None:
+        return None
+    context: dict[str, Any] = {
+        "practice": practice.name,
+        "practice_number": display_number(practice.twilio_number),
+        "first_text": _first_of_thread(session, contact.id, now),
+    }
+    link = None
+    if with_link:
+        link, token = create_link(
+            session, practice_id=practice.id, task_id=task.id if task else None, now=now
+        )
+        context["link"] = link_url(base_url, token)
+    rendered = render_sms(template, **context)
+    message = Message(
+        practice_id=practice.id,
+        task_id=task.id if task else None,
+        contact_id=contact.id,
+        dedupe_key=dedupe_key,
+        purpose=template,
+        attempt=attempt,
+        kind=kind,
+        to_number=contact.phone,
+        from_number=practice.twilio_number,
+        body=rendered.body,
+        segments=rendered.segments,
+        status="pending",
+        not_before=now,
+        # Whoever writes a text due now enqueues it right after committing; the
+        # scheduler steps in ENQUEUE_LEASE later if that enqueue was lost.
+        enqueued_at=now,
+        tries=0,
+        created_at=now,
+        updated_at=now,
+    )
+    try:
+        with session.begin_nested():
+            session.add(message)
+            session.flush()
+    except IntegrityError:
+        return None  # written by a concurrent run of the same step
+    if link is not None:
+        link.message_id = message.id
+    return message
+
+
+def _first_of_thread(session: Session, contact_id: int, now: datetime) -> bool:
+    earlier = session.scalar(
+        select(Message.id)
+        .where(
+            Message.contact_id == contact_id,
+            Message.created_at > now - THREAD_GAP,
+            Message.status.in_((*_SENT_OR_IN_FLIGHT, "pending")),
+        )
+        .limit(1)
+    )
+    return earlier is None
+
+
+# --- sending ---------------------------------------------------------------------------
+
+
+def send_message(
+    session: Session,
+    gateway: TelephonyGateway,
+    message_id: int,
+    *,
+    clock: Clock,
+    settings: SendSettings,
+) -> str:
+    """Send one outbox text if it is due and the compliance gate allows it now.
+
+    Returns what happened: skipped (not ours to send: unknown id, not due, or another job
+    has it), deferred, blocked, canceled, sent, retry, failed or unknown.
+    """
+    now = clock()
+    if not _claim(session, message_id, now):
+        return "skipped"
+    # The contact stays locked (shared) until the outcome is stored: an opt-out, which
+    # locks it exclusively, waits for this send instead of slipping in after the gate.
+    message = session.get_one(Message, message_id)
+    contact = session.scalars(
+        select(Contact).where(Contact.id == message.contact_id).with_for_update(read=True)
+    ).one()
+    practice = session.get_one(Practice, message.practice_id)
+    task = session.get(Task, message.task_id) if message.task_id is not None else None
+
+    reason = _cancel_reason(message, contact, task)
+    if reason is not None:
+        return _finish(session, message, "canceled", now, reason=reason)
+
+    decision = compliance.evaluate(
+        now,
+        channel=compliance.Channel.TEXT,
+        purpose=compliance.Purpose(message.kind),
+        contact=compliance.ContactFacts(
+            phone=contact.phone,
+            timezone=contact.timezone,
+            state=contact.state,
+            opted_out=contact.opted_out_at is not None,
+        ),
+        history=_history(session, practice, contact, now),
+        policy=policy_for(practice),
+    )
+    if isinstance(decision, compliance.Block):
+        return _finish(session, message, "blocked", now, reason=decision.reason)
+    if isinstance(decision, compliance.Defer):
+        return _defer(session, message, decision.until, decision.reason, now)
+
+    if settings.sender_rate and (message.slot_at is None or now - message.slot_at > SLOT_SLACK):
+        slot = _reserve_slot(session, message.from_number, now, settings.sender_rate)
+        message.slot_at = slot
+        if slot > now:
+            return _defer(session, message, slot, "sender rate limit", now, keep_slot=True)
+
+    sms = OutboundSms(
+        to=message.to_number,
+        from_=message.from_number,
+        body=message.body,
+        status_callback=f"{settings.public_base_url}/twilio/sms/status?m={message.id}",
+    )
+    try:
+        sent = gateway.send_sms(sms)
+    except GatewayError as exc:
+        return _failed_send(session, message, contact, task, exc, clock())
+    at = clock()
+    message.message_sid = sent.sid
+    message.status = _forward(message.status, sent.status)
+    message.sent_at = at
+    message.updated_at = at
+    message.defer_reason = None
+    if task is not None:
+        session.add(
+            TaskEvent(
+                task_id=task.id,
+                at=at,
+                kind="text_sent",
+                data={"message_id": message.id, "purpose": message.purpose},
+            )
+        )
+    session.commit()
+    log.info("text %s (%s) sent to %s", message.id, message.purpose, mask_phone(contact.phone))
+    return "sent"
+
+
+def _claim(session: Session, message_id: int, now: datetime) -> bool:
+    """The compare-and-swap that lets exactly one job send a text; committed at once, so
+    a worker that dies mid-send leaves a claimed row for reconciliation, never a silent
+    pending one that would be sent again."""
+    result = session.execute(
+        update(Message)
+        .where(Message.id == message_id, Message.status == "pending", Message.not_before <= now)
+        .values(status="claimed", claimed_at=now, tries=Message.tries + 1, updated_at=now),
+        execution_options={"synchronize_session": False},
+    )
+    session.commit()
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def _cancel_reason(message: Message, contact: Contact, task: Task | None) -> str | None:
+    if message.kind == "reply":
+        return None
+    if contact.sms_undeliverable_at is not None:
+        return "the number cannot receive texts"
+    if task is not None:
+        if not is_open(TaskStatus(task.status)):
+            return "the task is closed"
+        if message.kind == "automated" and task.cadence_stopped_at is not None:
+            return "the automated follow-ups stopped"
+        if task.flag == "sms_undeliverable":
+            return "texts to this patient are not delivered"
+    return None
+
+
+def policy_for(practice: Practice) -> compliance.Policy:
+    return compliance.Policy(
+        practice_timezone=practice.timezone,
+        texting_window=texting_window(practice.texting_hours),
+        daily_send_cap=practice.daily_send_cap,
+    )
+
+
+_DAY_INDEX = {"mon": 0, "tue": 1, "wed": 2, "thu": 3, "fri": 4, "sat": 5, "sun": 6}
+
+
+def texting_window(stored: dict[str, Any] | None) -> dict[int, tuple[time, time] | None] | None:
+    """The manager's stored quiet hours as the gate's per-weekday window."""
+    if stored is None:
+        return None
+    window: dict[int, tuple[time, time] | None] = {}
+    for day, index in _DAY_INDEX.items():
+        value = stored.get(day)
+        if value is None:
+            window[index] = None
+        else:
+            window[index] = (time.fromisoformat(value[0]), time.fromisoformat(value[1]))
+    return window
+
+
+def _history(
+    session: Session, practice: Practice, contact: Contact, now: datetime
+) -> compliance.History:
+    week_ago = now - timedelta(days=7)
+    rows = session.execute(
+        select(Message.sent_at, Message.kind).where(
+            Message.contact_id == contact.id,
+            Message.sent_at.is_not(None),
+            Message.sent_at > week_ago,
+            Message.kind != "reply",
+        )
+    ).all()
+    day_ago = now - timedelta(days=1)
+    attempts = [at for at, _ in rows if at is not None and at > day_ago]
+    automated = [at for at, kind in rows if at is not None and kind == "automated"]
+    zone = ZoneInfo(practice.timezone)
+    midnight = datetime.combine(now.astimezone(zone).date(), time(0), tzinfo=zone)
+    sent_today = session.scalar(
+        select(func.count(Message.id)).where(
+            Message.practice_id == practice.id,
+            Message.sent_at >= midnight,
+            Message.kind != "reply",
+        )
+    )
+    return compliance.History(
+        attempts=attempts, automated_texts=automated, practice_sent_today=int(sent_today or 0)
+    )
+
+
+def _reserve_slot(session: Session, number: str, now: datetime, rate: float) -> datetime:
+    """The next free send time of a sending number, reserved for this text.
+
+    On a connection of its own, committed at once: the slot row must not stay locked
+    while this send talks to Twilio, and the send's own transaction holds the contact.
+    """
+    interval = timedelta(seconds=1 / rate)
+    engine = session.get_bind()
+    insert_ = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
+    with Session(engine) as own:
+        lookup = select(SenderSlot).where(SenderSlot.number == number).with_for_update()
+        slot = own.scalar(lookup)
+        if slot is None:
+            own.execute(
+                insert_(SenderSlot).values(number=number, next_at=now).on_conflict_do_nothing()
+            )
+            slot = own.scalars(lookup).one()
+        start = max(slot.next_at, now)
+        slot.next_at = start + interval
+        own.commit()
+    return start
+
+
+def _defer(
+    session: Session,
+    message: Message,
+    until: datetime,
+    reason: str,
+    now: datetime,
+    *,
+    keep_slot: bool = False,
+) -> str:
+    if not keep_slot:
+        # A slot reserved before a long deferral is long gone; it would let a morning's
+        # worth of deferred texts out at once.
+        message.slot_at = None
+    message.status = "pending"
+    message.not_before = until
+    message.defer_reason = reason[:200]
+    message.claimed_at = None
+    message.enqueued_at = None
+    message.tries = max(message.tries - 1, 0)  # waiting is not a failed try
+    message.updated_at = now
+    session.commit()
+    return "deferred"
+
+
+def _finish(session: Session, message: Message, status: str, now: datetime, *, reason: str) -> str:
+    message.status = status
+    message.defer_reason = reason[:200]
+    message.updated_at = now
+    if message.task_id is not None:
+        session.add(
+            TaskEvent(
+                task_id=message.task_id,
+                at=now,
+                kind=f"text_{status}",
+                text=reason,
+                data={"message_id": message.id, "purpose": message.purpose},
+            )
+        )
+    session.commit()
+    return status
+
+
+def _failed_send(
+    session: Session,
+    message: Message,
+    contact: Contact,
+    task: Task | None,
+    exc: GatewayError,
+    now: datetime,
+) -> str:
+    message.error_code = exc.code
+    message.error = exc.message[:300]
+    message.updated_at = now
+    if exc.outcome_unknown:
+        # Twilio may have the message: never resend before looking it up.
+        message.status = "unknown"
+        message.enqueued_at = None  # for the scheduler's reconcile pass
+        session.commit()
+        log.warning("text %s: outcome unknown (%s); will reconcile", message.id, exc.message)
+        return "unknown"
+    if not exc.permanent:
+        if message.tries < MAX_TRIES:
+            delay = RETRY_DELAYS[min(message.tries, len(RETRY_DELAYS)) - 1]
+            message.status = "pending"
+            message.not_before = now + delay
+            message.claimed_at = None
+            message.enqueued_at = None
+            session.commit()
+            log.warning("text %s: %s; retrying in %s", message.id, exc.message, delay)
+            return "retry"
+        return _finish(session, message, "failed", now, reason=f"gave up: {exc.message}")
+    log.warning("text %s refused by the provider (code %s)", message.id, exc.code)
+    if exc.code == OPTED_OUT_CODE:
+        # The carrier knows the patient said STOP (perhaps to another service on this
+        # number): that is an opt-out for us too.
+        session.commit()  # release the shared lock before taking the exclusive one
+        locked = consent.lock_contact(session, contact.id)
+        consent.opt_out(
+            session,
+            locked,
+            at=now,
+            source="carrier_21610",
+            task_id=task.id if task else None,
+        )
+        message = session.get_one(Message, message.id)
+        return _finish(session, message, "failed", now, reason="the patient opted out")
+    if exc.code in LANDLINE_CODES or exc.code == INVALID_NUMBER_CODE:
+        contact.sms_undeliverable_at = now
+        if task is not None:
+            mark_call_manually(session, task, now, reason="texts cannot reach this number")
+    return _finish(session, message, "failed", now, reason=exc.message)
+
+
+def mark_call_manually(session: Session, task: Task, now: datetime, *, reason: str) -> None:
+    """Texting will not work for this task: a person has to call."""
+    if task.flag == "sms_undeliverable":
+        return
+    task.flag = "sms_undeliverable"
+    if is_open(TaskStatus(task.status)):
+        task.next_action = NEXT_CALL_MANUALLY
+        task.next_action_at = now
+    task.updated_at = now
+    consent.cancel_unsent(session, task_id=task.id, at=now, reason=reason)
+    session.add(TaskEvent(task_id=task.id, at=now, kind="call_manually", text=reason))
+
+
+def _forward(current: str, reported: str) -> str:
+    """A status only moves forward: a late callback never undoes a later one."""
+    if current in FINAL and current not in ("delivered",):
+        return current
+    if _RANK.get(reported, -1) > _RANK.get(current, -1):
+        return reported
+    return current
+
+
+# --- status callbacks ------------------------------------------------------------------
+
+
+def apply_status(session: Session, params: dict[str, Any], at: datetime) -> None:
+    """A delivery status callback, in whatever order they come."""
+    sid = params.get("MessageSid") or params.get("SmsSid")
+    reported = (params.get("MessageStatus") or params.get("SmsStatus") or "").lower()
+    message = None
+    message_id = _int(params.get("m"))
+    if message_id is not None:
+        message = session.scalar(select(Message).where(Message.id == message_id).with_for_update())
+        if message is not None and message.message_sid not in (None, sid):
+            message = None  # a forged or mixed-up id: trust the sid
+    if message is None and sid:
+        message = session.scalar(
+            select(Message).where(Message.message_sid == sid).with_for_update()
+        )
+    if message is None or reported not in _RANK:
+        return
+    if message.message_sid is None:
+        # The callback beat our own record of the send (or the send's answer was lost):
+        # either way Twilio has it, which settles an unknown outcome.
+        message.message_sid = sid
+        message.sent_at = message.sent_at or at
+    message.status = _forward(message.status, reported)
+    message.updated_at = at
+    code = _int(params.get("ErrorCode"))
+    if reported in ("undelivered", "failed"):
+        message.error_code = code
+        if message.task_id is not None:
+            session.add(
+                TaskEvent(
+                    task_id=message.task_id,
+                    at=at,
+                    kind="text_undelivered",
+                    data={"message_id": message.id, "code": code},
+                )
+            )
+        if code in UNDELIVERABLE_CODES:
+            contact = session.get_one(Contact, message.contact_id)
+            if code in LANDLINE_CODES:
+                contact.sms_undeliverable_at = at
+            if message.task_id is not None:
+                task = session.get_one(Task, message.task_id)
+                mark_call_manually(session, task, at, reason="the text was not delivered")
+
+
+# --- reconciling lost answers ----------------------------------------------------------
+
+
+def reconcile_message(
+    session: Session, gateway: TelephonyGateway, message_id: int, *, clock: Clock
+) -> str:
+    """Settle a send whose answer never came: adopt Twilio's record, or send again.
+
+    Returns found, resend, waiting or skipped.
+    """
+    now = clock()
+    message = session.scalar(select(Message).where(Message.id == message_id).with_for_update())
+    if message is None or not _needs_reconcile(message, now):
+        session.rollback()
+        return "skipped"
+    claimed = message.claimed_at or message.updated_at
+    session.commit()  # no lock held across the HTTP request
+    try:
+        records = gateway.list_messages(
+            to=message.to_number, from_=message.from_number, sent_after=claimed - CLOCK_SKEW
+        )
+    except GatewayError as exc:
+        log.warning("text %s: could not list messages (%s)", message_id, exc.message)
+        return "waiting"
+    message = session.scalar(select(Message).where(Message.id == message_id).with_for_update())
+    if message is None or not _needs_reconcile(message, now):
+        session.rollback()
+        return "skipped"
+    known = set(
+        session.scalars(
+            select(Message.message_sid).where(
+                Message.message_sid.in_([record.sid for record in records])
+            )
+        )
+    )
+    for record in records:
+        if record.body == message.body and record.sid not in known:
+            message.message_sid = record.sid
+            message.status = _forward("queued", record.status)
+            message.sent_at = record.date_created or claimed
+            message.updated_at = now
+            session.commit()
+            log.info("text %s: found at the provider, not resent", message_id)
+            return "found"
+    if now - claimed < RECONCILE_GRACE:
+        session.rollback()
+        return "waiting"
+    message.status = "pending"
+    message.not_before = now
+    message.claimed_at = None
+    message.enqueued_at = None
+    message.updated_at = now
+    session.commit()
+    log.info("text %s: not at the provider; sending again", message_id)
+    return "resend"
+
+
+def _needs_reconcile(message: Message, now: datetime) -> bool:
+    if message.message_sid is not None:
+        return False
+    if message.status == "unknown":
+        return True
+    return (
+        message.status == "claimed"
+        and message.claimed_at is not None
+        and now - message.claimed_at > CLAIM_LEASE
+    )
+
+
+# --- the scheduler's side ------------------------------------------------------------
+
+
+ENQUEUE_LEASE = timedelta(seconds=30)
+
+
+def claim_due(session: Session, *, now: datetime, limit: int = 500) -> tuple[list[int], list[int]]:
+    """Texts to hand to RQ now: (due to send, due to reconcile).
+
+    Marks them enqueued, so the next pass does not offer them again unless RQ lost them
+    (Redis flushed): then ENQUEUE_LEASE later they are offered again.
+    """
+    offered = or_(Message.enqueued_at.is_(None), Message.enqueued_at < now - ENQUEUE_LEASE)
+    due_send = and_(Message.status == "pending", Message.not_before <= now)
+    due_reconcile = or_(
+        Message.status == "unknown",
+        and_(Message.status == "claimed", Message.claimed_at < now - CLAIM_LEASE),
+    )
+    rows = session.execute(
+        select(Message.id, Message.status)
+        .where(Message.status.in_(("pending", "claimed", "unknown")), offered)
+        .where(or_(due_send, due_reconcile))
+        .order_by(Message.not_before)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    ).all()
+    if not rows:
+        session.rollback()
+        return [], []
+    ids = [row.id for row in rows]
+    session.execute(
+        update(Message).where(Message.id.in_(ids)).values(enqueued_at=now),
+        execution_options={"synchronize_session": False},
+    )
+    session.commit()
+    send = [row.id for row in rows if row.status == "pending"]
+    reconcile = [row.id for row in rows if row.status != "pending"]
+    return send, reconcile
+
+
+def _int(value: Any) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+__all__ = [
+    "SendSettings",
+    "apply_status",
+    "claim_due",
+    "display_number",
+    "queue_text",
+    "reconcile_message",
+    "send_message",
+]

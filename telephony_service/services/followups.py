@@ -1,0 +1,263 @@
+"""Working a task on its category's cadence until the patient is reached or it runs out.
+
+The schedule is rows in `followups` (one per task and step, with its due time). The
+worker's scheduler hands due rows to RQ; running a step is idempotent (a done step is a
+no-op) and writes the next step's row, whose (task, step) key is unique.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.orm import Session
+
+from telephony_service.domain.cadence import (
+    DEFAULT_CADENCES,
+    Action,
+    CadenceInvalid,
+    Step,
+    dump_steps,
+    parse_steps,
+    step_due,
+)
+from telephony_service.domain.categories import Category
+from telephony_service.domain.statuses import TaskStatus, check_transition, is_open
+from telephony_service.models import Cadence, Contact, FollowUp, Practice, Task, TaskEvent
+from telephony_service.services import delivery
+from telephony_service.services.practices import calendar_for
+from telephony_service.services.tasks import change_status
+
+NEXT_CALL_BACK = "call_back"
+NEXT_AWAIT_REPLY = "await_reply"
+
+
+@dataclass
+class Outcome:
+    """What a step produced: texts ready to send now."""
+
+    messages: list[int] = field(default_factory=list)
+
+
+def cadence_for(session: Session, practice_id: int, category: str) -> tuple[Step, ...]:
+    """The practice's cadence for a category; the design's default if none is stored."""
+    stored = session.scalar(
+        select(Cadence.steps).where(
+            Cadence.practice_id == practice_id, Cadence.category == category
+        )
+    )
+    if stored is not None:
+        try:
+            return parse_steps(stored)
+        except CadenceInvalid:
+            pass  # saved by hand and broken: the default is the safe reading
+    return DEFAULT_CADENCES[Category(category)]
+
+
+def store_default_cadences(session: Session, practice_id: int, now: datetime) -> None:
+    """Every category's default, stored so the manager pages edit the practice's own copy."""
+    existing = set(
+        session.scalars(select(Cadence.category).where(Cadence.practice_id == practice_id))
+    )
+    for category, steps in DEFAULT_CADENCES.items():
+        if category.value not in existing:
+            session.add(
+                Cadence(
+                    practice_id=practice_id,
+                    category=category.value,
+                    steps=dump_steps(steps),
+                    updated_at=now,
+                )
+            )
+
+
+def set_cadence(
+    session: Session, practice_id: int, category: Category, steps: tuple[Step, ...], now: datetime
+) -> None:
+    row = session.scalar(
+        select(Cadence).where(Cadence.practice_id == practice_id, Cadence.category == category)
+    )
+    if row is None:
+        row = Cadence(practice_id=practice_id, category=category.value, steps={}, updated_at=now)
+        session.add(row)
+    row.steps = dump_steps(steps)
+    row.updated_at = now
+
+
+def start(
+    session: Session,
+    practice: Practice,
+    task: Task,
+    contact: Contact | None,
+    *,
+    now: datetime,
+    base_url: str,
+) -> Outcome:
+    """Schedule a new task's first step, and run it at once if it is due now (the
+    text-back after a missed call must not wait for the scheduler's next pass)."""
+    steps = cadence_for(session, practice.id, task.category)
+    due = step_due(steps[0], previous=now, sla_due=task.due_at, calendar=calendar_for(practice))
+    followup = FollowUp(
+        task_id=task.id,
+        step=0,
+        action=steps[0].action.value,
+        template=steps[0].template,
+        due_at=due,
+        state="pending",
+        # Run here, or by the scheduler when due: either way not enqueued yet.
+        enqueued_at=None,
+    )
+    session.add(followup)
+    session.flush()
+    outcome = Outcome()
+    if due <= now:
+        _run(
+            session,
+            practice,
+            task,
+            contact,
+            followup,
+            steps,
+            now=now,
+            base_url=base_url,
+            outcome=outcome,
+        )
+    return outcome
+
+
+def run_followup(session: Session, followup_id: int, *, now: datetime, base_url: str) -> Outcome:
+    """Run one due step. A step already run, canceled, or not yet due is a no-op."""
+    outcome = Outcome()
+    followup = session.scalar(select(FollowUp).where(FollowUp.id == followup_id).with_for_update())
+    if followup is None or followup.state != "pending" or followup.due_at > now:
+        session.rollback()
+        return outcome
+    task = session.scalars(select(Task).where(Task.id == followup.task_id).with_for_update()).one()
+    practice = session.get_one(Practice, task.practice_id)
+    contact = session.get(Contact, task.contact_id) if task.contact_id is not None else None
+    if not is_open(TaskStatus(task.status)) or task.cadence_stopped_at is not None:
+        followup.state = "canceled"
+        followup.done_at = now
+        session.commit()
+        return outcome
+    steps = cadence_for(session, practice.id, task.category)
+    _run(
+        session,
+        practice,
+        task,
+        contact,
+        followup,
+        steps,
+        now=now,
+        base_url=base_url,
+        outcome=outcome,
+    )
+    session.commit()
+    return outcome
+
+
+def _run(
+    session: Session,
+    practice: Practice,
+    task: Task,
+    contact: Contact | None,
+    followup: FollowUp,
+    steps: tuple[Step, ...],
+    *,
+    now: datetime,
+    base_url: str,
+    outcome: Outcome,
+) -> None:
+    index = min(followup.step, len(steps) - 1)
+    action = Action(followup.action)
+    if action is Action.CLOSE:
+        _close(session, task, now)
+    else:
+        if action is Action.CALL and task.next_action != delivery.NEXT_CALL_MANUALLY:
+            task.next_action = NEXT_CALL_BACK
+            task.next_action_at = followup.due_at
+            task.updated_at = now
+        template = followup.template
+        if template is not None and contact is not None and task.flag != "sms_undeliverable":
+            message = delivery.queue_text(
+                session,
+                practice=practice,
+                contact=contact,
+                task=task,
+                template=template,
+                kind="automated",
+                dedupe_key=f"task:{task.id}:step:{followup.step}:{template}",
+                attempt=followup.step,
+                now=now,
+                base_url=base_url,
+            )
+            if message is not None:
+                outcome.messages.append(message.id)
+    followup.state = "done"
+    followup.done_at = now
+    if action is Action.CLOSE or index + 1 >= len(steps):
+        return
+    following = steps[index + 1]
+    due = step_due(
+        following, previous=followup.due_at, sla_due=task.due_at, calendar=calendar_for(practice)
+    )
+    if following.action is Action.CLOSE and task.next_action == NEXT_CALL_BACK:
+        task.next_action = NEXT_AWAIT_REPLY
+        task.next_action_at = due
+    exists = session.scalar(
+        select(FollowUp.id).where(FollowUp.task_id == task.id, FollowUp.step == followup.step + 1)
+    )
+    if exists is None:
+        session.add(
+            FollowUp(
+                task_id=task.id,
+                step=followup.step + 1,
+                action=following.action.value,
+                template=following.template,
+                due_at=due,
+                state="pending",
+            )
+        )
+
+
+def _close(session: Session, task: Task, now: datetime) -> None:
+    current = TaskStatus(task.status)
+    try:
+        check_transition(current, TaskStatus.CLOSED_NO_RESPONSE)
+    except ValueError:
+        return  # e.g. a task that is waiting on insurance: staff close it
+    change_status(session, task, TaskStatus.CLOSED_NO_RESPONSE, now=now)
+    session.add(TaskEvent(task_id=task.id, at=now, kind="cadence_ended"))
+
+
+ENQUEUE_LEASE = delivery.ENQUEUE_LEASE
+
+
+def claim_due(session: Session, *, now: datetime, limit: int = 500) -> list[int]:
+    """Due steps to hand to RQ, marked enqueued (offered again only if RQ lost them)."""
+    ids = list(
+        session.scalars(
+            select(FollowUp.id)
+            .where(
+                FollowUp.state == "pending",
+                FollowUp.due_at <= now,
+                or_(
+                    FollowUp.enqueued_at.is_(None),
+                    and_(FollowUp.enqueued_at < now - ENQUEUE_LEASE),
+                ),
+            )
+            .order_by(FollowUp.due_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+    )
+    if not ids:
+        session.rollback()
+        return []
+    session.execute(
+        update(FollowUp).where(FollowUp.id.in_(ids)).values(enqueued_at=now),
+        execution_options={"synchronize_session": False},
+    )
+    session.commit()
+    return ids

@@ -1,0 +1,380 @@
+"""Scheduling links: an opaque token in a text, a small page in the practice's name."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Literal
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from telephony_service.domain.calendar import BusinessCalendar
+from telephony_service.domain.statuses import TaskStatus, is_open
+from telephony_service.models import Link, Practice, Task, TaskEvent
+from telephony_service.services.consent import stop_cadence
+from telephony_service.services.practices import PracticeCard, calendar_for
+
+LINK_TTL = timedelta(days=7)
+# 64 random bits: unguessable for a link that lives a week, and short enough that a
+# text with the practice's name and number stays within two segments.
+TOKEN_BYTES = 8
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def create_link(
+    session: Session,
+    *,
+    practice_id: int,
+    task_id: int | None,
+    now: datetime,
+    ttl: timedelta = LINK_TTL,
+) -> tuple[Link, str]:
+    """A new link row and its token; only the token's hash is stored."""
+    token = secrets.token_urlsafe(TOKEN_BYTES)
+    link = Link(
+        token_hash=hash_token(token),
+        practice_id=practice_id,
+        task_id=task_id,
+        created_at=now,
+        expires_at=now + ttl,
+        opens=0,
+    )
+    session.add(link)
+    return link, token
+
+
+def link_url(base_url: str, token: str) -> str:
+    return f"{base_url}/s/{token}"
+
+
+# --- the patient's page ------------------------------------------------------------------
+#
+# The token in the URL is the only credential: whoever holds the text may see the
+# practice's name and number and the offered times, and nothing about the patient.
+
+# token_urlsafe's alphabet; the length bounds leave room for a longer token later. A path
+# that does not look like one is refused before any database work.
+_TOKEN_FORMAT = re.compile(r"[A-Za-z0-9_-]{8,64}")
+
+LinkState = Literal["valid", "expired", "revoked"]
+
+# Offered call-back times: on the local half hour, at least SLOT_LEAD away (time for the
+# front desk to see the request), spread over today and the next business days.
+SLOT_STEP = timedelta(minutes=30)
+SLOT_LEAD = timedelta(minutes=30)
+_SLOT_SEARCH_DAYS = 21
+# A page loaded up to SLOT_PAGE_AGE ago still works: a time it offered is accepted if it
+# was offered at any moment of that window and is still SLOT_MIN_NOTICE away. Older
+# choices, or times the page never offered, are refused and the patient picks again.
+SLOT_PAGE_AGE = timedelta(minutes=30)
+SLOT_MIN_NOTICE = timedelta(minutes=10)
+# A reload (or the back button, since the page is never cached) within this long of the
+# last recorded click counts an open but adds no second timeline entry.
+REOPEN_QUIET = timedelta(minutes=10)
+
+NEXT_CALL_BACK = "call_back"
+
+
+class LinkError(Exception):
+    """A patient's request on a link that cannot be done. `reason` picks the wording."""
+
+    reason = "error"
+
+    def __init__(self, practice: PracticeCard) -> None:
+        super().__init__(self.reason)
+        self.practice = practice
+
+
+class LinkUnavailable(LinkError):
+    """The link expired or was revoked; `reason` is the state."""
+
+    def __init__(self, practice: PracticeCard, state: LinkState) -> None:
+        super().__init__(practice)
+        self.reason = state
+
+
+class NoActions(LinkError):
+    """The link's task is closed (or it has none): the page only shows the number."""
+
+    reason = "closed"
+
+
+class NoBookingUrl(LinkError):
+    reason = "no_booking"
+
+
+class InvalidSlot(LinkError):
+    """Not a time the page offered (past, outside hours, garbage, or the page is too old)."""
+
+    reason = "bad_slot"
+
+
+@dataclass(frozen=True)
+class LinkPage:
+    """What the patient's page shows; plain values, usable after the session closes."""
+
+    state: LinkState
+    practice: PracticeCard
+    timezone: str
+    booking_url: str | None
+    slots: list[datetime]
+    # The time the patient already asked to be called at, while it stands.
+    callback_at: datetime | None
+
+
+def well_formed(token: str) -> bool:
+    return _TOKEN_FORMAT.fullmatch(token) is not None
+
+
+def find_link(session: Session, token: str) -> Link | None:
+    if not well_formed(token):
+        return None
+    return session.scalar(select(Link).where(Link.token_hash == hash_token(token)))
+
+
+def link_state(link: Link, now: datetime) -> LinkState:
+    if link.revoked_at is not None:
+        return "revoked"
+    if now >= link.expires_at:
+        return "expired"
+    return "valid"
+
+
+def revoke_link(session: Session, link_id: int, now: datetime) -> bool:
+    """False if there is no such link or it was already revoked."""
+    link = session.get(Link, link_id)
+    if link is None or link.revoked_at is not None:
+        return False
+    link.revoked_at = now
+    return True
+
+
+def revoke_task_links(session: Session, task_id: int, now: datetime) -> int:
+    """Revoke every live link of a task (it closed, or staff asked); returns how many."""
+    result = session.execute(
+        update(Link)
+        .where(Link.task_id == task_id, Link.revoked_at.is_(None))
+        .values(revoked_at=now),
+        execution_options={"synchronize_session": False},
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def open_link(session: Session, link: Link, now: datetime, *, counted: bool) -> bool:
+    """Record the patient's click. A link-preview fetch (counted=False) records nothing:
+    a messaging app unfurling the link is not the patient reading it."""
+    if not counted:
+        return False
+    link.opens = (link.opens or 0) + 1
+    if link.opened_at is None:
+        link.opened_at = now
+    if link.task_id is not None and not _clicked_recently(session, link.task_id, now):
+        session.add(
+            TaskEvent(
+                task_id=link.task_id,
+                at=now,
+                kind="link_opened",
+                data={"link_id": link.id, "opens": link.opens},
+            )
+        )
+    return True
+
+
+def _clicked_recently(session: Session, task_id: int, now: datetime) -> bool:
+    last = session.scalar(
+        select(TaskEvent.at)
+        .where(TaskEvent.task_id == task_id, TaskEvent.kind == "link_opened")
+        .order_by(TaskEvent.at.desc())
+        .limit(1)
+    )
+    return last is not None and now - last < REOPEN_QUIET
+
+
+def show_link(session: Session, token: str, now: datetime, *, counted: bool) -> LinkPage | None:
+    """The page for a token, recording the click when it counts. None: no such link."""
+    link = find_link(session, token)
+    if link is None:
+        return None
+    practice = _practice(session, link)
+    card = _card(practice)
+    state = link_state(link, now)
+    if state != "valid":
+        return LinkPage(state, card, practice.timezone, None, [], None)
+    open_link(session, link, now, counted=counted)
+    task = _task(session, link)
+    if link.task_id is not None and task is None:
+        return LinkPage(state, card, practice.timezone, None, [], None)
+    callback_at = None
+    if (
+        task is not None
+        and link.action == "callback"
+        and task.next_action == NEXT_CALL_BACK
+        and task.next_action_at is not None
+        and task.next_action_at > now
+    ):
+        callback_at = task.next_action_at
+    return LinkPage(
+        state=state,
+        practice=card,
+        timezone=practice.timezone,
+        booking_url=practice.booking_url,
+        # Someone has to make the call: a link without a task offers booking only.
+        slots=callback_slots(practice, now) if task is not None else [],
+        callback_at=callback_at,
+    )
+
+
+def callback_slots(practice: Practice, now: datetime, count: int = 6) -> list[datetime]:
+    """Upcoming call-back times (UTC) in the practice's business hours.
+
+    At most half of them on one day, spread from the soonest to the latest of that day, so
+    a patient who wants "as soon as possible" and one who can talk only after work both
+    find a time. Holidays and closures have no business hours and are skipped.
+    """
+    calendar = calendar_for(practice)
+    earliest = _round_up(calendar, now + SLOT_LEAD)
+    per_day = max(1, -(-count // 2))
+    slots: list[datetime] = []
+    day = calendar.to_local(now).date()
+    for _ in range(_SLOT_SEARCH_DAYS):
+        if len(slots) >= count:
+            break
+        candidates = [
+            slot
+            for opens, closes in calendar.intervals_on(day)
+            for slot in _grid(calendar, max(opens, earliest), closes)
+        ]
+        slots.extend(_spread(candidates, min(per_day, count - len(slots))))
+        day += timedelta(days=1)
+    return slots
+
+
+def _round_up(calendar: BusinessCalendar, at: datetime) -> datetime:
+    """The first local half hour at or after `at` (in UTC)."""
+    at = at.astimezone(UTC)
+    local = calendar.to_local(at)
+    past = timedelta(
+        minutes=local.minute % 30, seconds=local.second, microseconds=local.microsecond
+    )
+    return at if not past else at - past + SLOT_STEP
+
+
+def _grid(calendar: BusinessCalendar, start: datetime, end: datetime) -> list[datetime]:
+    slots: list[datetime] = []
+    slot = _round_up(calendar, start)
+    while slot < end:
+        slots.append(slot)
+        slot += SLOT_STEP
+    return slots
+
+
+def _spread(candidates: list[datetime], n: int) -> list[datetime]:
+    if n <= 0:
+        return []
+    if len(candidates) <= n:
+        return candidates
+    if n == 1:
+        return candidates[:1]
+    last = len(candidates) - 1
+    return [candidates[round(i * last / (n - 1))] for i in range(n)]
+
+
+def slot_offered(practice: Practice, slot: datetime, now: datetime) -> bool:
+    """Whether a page loaded within SLOT_PAGE_AGE could have offered `slot`.
+
+    The offered set only changes when `now` crosses a local half hour, so checking at each
+    of those moments in the window, and at `now`, covers every page of the window.
+    """
+    if slot.tzinfo is None or slot < now + SLOT_MIN_NOTICE:
+        return False
+    calendar = calendar_for(practice)
+    moments = [now]
+    moment = _round_up(calendar, now - SLOT_PAGE_AGE)
+    while moment < now:
+        moments.append(moment)
+        moment += SLOT_STEP
+    return any(slot in callback_slots(practice, moment) for moment in moments)
+
+
+def request_callback(session: Session, link: Link, slot: datetime, now: datetime) -> datetime:
+    """The patient asks to be called at `slot`; returns it. A click followed by a request
+    is real contact, so the automated cadence stops (staff make the call)."""
+    practice, task = _actionable(session, link, now)
+    if task is None:
+        raise NoActions(_card(practice))
+    if not slot_offered(practice, slot, now):
+        raise InvalidSlot(_card(practice))
+    slot = slot.astimezone(UTC)
+    task.next_action = NEXT_CALL_BACK
+    task.next_action_at = slot
+    task.updated_at = now
+    link.action = "callback"
+    link.action_at = now
+    session.add(
+        TaskEvent(
+            task_id=task.id,
+            at=now,
+            kind="callback_requested",
+            data={"at": slot.isoformat(), "link_id": link.id},
+        )
+    )
+    stop_cadence(session, task, at=now, reason="callback_requested")
+    return slot
+
+
+def book_online(session: Session, link: Link, now: datetime) -> str:
+    """The patient goes to book online; returns the practice's booking URL (and only it)."""
+    practice, task = _actionable(session, link, now)
+    if not practice.booking_url:
+        raise NoBookingUrl(_card(practice))
+    link.action = "booked"
+    link.action_at = now
+    if task is not None:
+        task.updated_at = now
+        session.add(
+            TaskEvent(task_id=task.id, at=now, kind="link_booked", data={"link_id": link.id})
+        )
+        stop_cadence(session, task, at=now, reason="booked_online")
+    return practice.booking_url
+
+
+def practice_card(session: Session, link: Link) -> PracticeCard:
+    return _card(_practice(session, link))
+
+
+def _actionable(session: Session, link: Link, now: datetime) -> tuple[Practice, Task | None]:
+    practice = _practice(session, link)
+    state = link_state(link, now)
+    if state != "valid":
+        raise LinkUnavailable(_card(practice), state)
+    task = _task(session, link)
+    if link.task_id is not None and task is None:
+        raise NoActions(_card(practice))
+    return practice, task
+
+
+def _practice(session: Session, link: Link) -> Practice:
+    practice = session.get(Practice, link.practice_id)
+    assert practice is not None  # a foreign key, deleted with its links
+    return practice
+
+
+def _task(session: Session, link: Link) -> Task | None:
+    """The link's task while it is open; None for a closed task or a link without one."""
+    if link.task_id is None:
+        return None
+    task = session.get(Task, link.task_id)
+    if task is None or not is_open(TaskStatus(task.status)):
+        return None
+    return task
+
+
+def _card(practice: Practice) -> PracticeCard:
+    return PracticeCard(practice.id, practice.name, practice.twilio_number)

@@ -1,0 +1,315 @@
+"""Text-back after a missed call, through the outbox, with Twilio faked at the HTTP layer."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime
+
+from flask.testing import FlaskClient
+from redis import Redis
+from sqlalchemy import select
+
+from telephony_service.models import ConsentChange, Contact, Message
+from telephony_service.services import delivery
+from telephony_service.wiring import Services
+from tests.conftest import FakeClock
+from tests.helpers import (
+    ANA,
+    BEN,
+    RIVERSIDE_NUMBER,
+    call_ended,
+    make_practice,
+    new_sid,
+    run_jobs,
+    tasks_of,
+    timeline_kinds,
+)
+from tests.sms_support import FakeMessages, messages
+from workers.scheduler import schedule_once
+
+
+def _send(services: Services, message_id: int) -> str:
+    with services.session() as session:
+        return delivery.send_message(
+            session,
+            services.gateway,
+            message_id,
+            clock=services.clock,
+            settings=services.send_settings,
+        )
+
+
+def test_it_texts_back_once_after_a_missed_call(
+    services: Services, client: FlaskClient, worker_redis: Redis, twilio_messages: FakeMessages
+) -> None:
+    make_practice(services)
+    call_ended(client, new_sid("CA"))
+    run_jobs(services, worker_redis)
+
+    [sent] = twilio_messages.to(ANA)
+    assert sent.from_ == RIVERSIDE_NUMBER
+    assert "Riverside Family Medicine" in sent.body
+    assert "https://callbacks.example.test/s/" in sent.body
+    assert "STOP" in sent.body
+    [message] = messages(services)
+    assert message.message_sid == sent.sid
+    assert message.status == "queued"
+    assert message.purpose == "text_back"
+    assert sent.status_callback == (
+        f"https://callbacks.example.test/twilio/sms/status?m={message.id}"
+    )
+    [task] = tasks_of(services)
+    assert "text_sent" in timeline_kinds(services, task.id)
+
+
+def test_it_never_texts_back_twice_for_merged_calls(
+    services: Services, client: FlaskClient, worker_redis: Redis, twilio_messages: FakeMessages
+) -> None:
+    make_practice(services)
+    call_ended(client, new_sid("CA"))
+    run_jobs(services, worker_redis)
+    services.clock.advance(minutes=5)  # type: ignore[attr-defined]
+    call_ended(client, new_sid("CA"))
+    run_jobs(services, worker_redis)
+
+    assert len(twilio_messages.to(ANA)) == 1
+    [task] = tasks_of(services)
+    assert task.call_count == 2
+    assert task.cadence_stop_reason == "inbound_call"
+
+
+def test_it_sends_one_text_when_the_job_runs_twice(
+    services: Services, client: FlaskClient, worker_redis: Redis, twilio_messages: FakeMessages
+) -> None:
+    make_practice(services)
+    call_ended(client, new_sid("CA"))
+    run_jobs(services, worker_redis)
+    [message] = messages(services)
+
+    assert _send(services, message.id) == "skipped"
+    services.work.enqueue_send(message.id)
+    run_jobs(services, worker_redis)
+    assert twilio_messages.posts == 1
+
+
+def test_it_sends_one_text_when_two_workers_race(
+    services: Services, twilio_messages: FakeMessages
+) -> None:
+    message_id = _pending_text(services)
+    results: list[str] = []
+    barrier = threading.Barrier(4)
+
+    def worker() -> None:
+        barrier.wait()
+        results.append(_send(services, message_id))
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(results) == ["sent", "skipped", "skipped", "skipped"]
+    assert twilio_messages.posts == 1
+
+
+def test_it_retries_after_429_without_a_second_text(
+    services: Services, twilio_messages: FakeMessages, clock: FakeClock, worker_redis: Redis
+) -> None:
+    message_id = _pending_text(services)
+    twilio_messages.faults.append(("error", 429, 20429))
+
+    assert _send(services, message_id) == "retry"
+    assert _send(services, message_id) == "skipped"  # not before its back-off
+    clock.advance(seconds=3)
+    assert schedule_once(services) == 1
+    run_jobs(services, worker_redis)
+
+    assert twilio_messages.posts == 2
+    assert len(twilio_messages.sent) == 1
+    [message] = messages(services)
+    assert message.status == "queued"
+    assert message.message_sid == twilio_messages.sent[0].sid
+
+
+def test_it_opts_the_contact_out_on_21610(
+    services: Services, twilio_messages: FakeMessages
+) -> None:
+    message_id = _pending_text(services)
+    twilio_messages.faults.append(("error", 400, 21610))
+
+    assert _send(services, message_id) == "failed"
+    with services.session() as session:
+        contact = session.scalars(select(Contact)).one()
+        assert contact.opted_out_at is not None
+        [change] = session.scalars(select(ConsentChange))
+        assert (change.action, change.source) == ("opt_out", "carrier_21610")
+
+
+def test_it_reconciles_a_timeout_instead_of_resending(
+    services: Services, twilio_messages: FakeMessages, clock: FakeClock, worker_redis: Redis
+) -> None:
+    message_id = _pending_text(services)
+    twilio_messages.faults.append(("accept_then_drop",))
+
+    assert _send(services, message_id) == "unknown"
+    clock.advance(seconds=1)
+    schedule_once(services)
+    run_jobs(services, worker_redis)
+
+    assert len(twilio_messages.sent) == 1
+    [message] = messages(services)
+    assert message.message_sid == twilio_messages.sent[0].sid
+    assert message.status == "queued"
+
+
+def test_it_resends_a_timeout_twilio_never_accepted(
+    services: Services, twilio_messages: FakeMessages, clock: FakeClock, worker_redis: Redis
+) -> None:
+    message_id = _pending_text(services)
+    twilio_messages.faults.append(("timeout",))
+
+    assert _send(services, message_id) == "unknown"
+    clock.advance(seconds=5)
+    schedule_once(services)
+    run_jobs(services, worker_redis)
+    assert twilio_messages.sent == []  # still inside the grace period: nothing resent
+    clock.advance(seconds=60)
+    schedule_once(services)
+    run_jobs(services, worker_redis)  # reconcile: not found → pending again
+    schedule_once(services)
+    run_jobs(services, worker_redis)
+
+    assert len(twilio_messages.sent) == 1
+    [message] = messages(services)
+    assert message.message_sid == twilio_messages.sent[0].sid
+
+
+def test_it_settles_a_worker_killed_after_twilio_accepted(
+    services: Services, twilio_messages: FakeMessages, clock: FakeClock, worker_redis: Redis
+) -> None:
+    message_id = _pending_text(services)
+    # The worker claimed the row, Twilio accepted the text, then the worker died before
+    # it could store the sid.
+    with services.session() as session:
+        assert delivery._claim(session, message_id, clock())
+        message = session.get_one(Message, message_id)
+        services.gateway.send_sms(
+            delivery.OutboundSms(message.to_number, message.from_number, message.body, None)
+        )
+    clock.advance(seconds=90)
+    schedule_once(services)
+    run_jobs(services, worker_redis)
+
+    assert len(twilio_messages.sent) == 1
+    [message] = messages(services)
+    assert message.message_sid == twilio_messages.sent[0].sid
+
+
+def test_it_resends_for_a_worker_killed_before_twilio_accepted(
+    services: Services, twilio_messages: FakeMessages, clock: FakeClock, worker_redis: Redis
+) -> None:
+    message_id = _pending_text(services)
+    with services.session() as session:
+        assert delivery._claim(session, message_id, clock())
+    clock.advance(seconds=90)
+    schedule_once(services)
+    run_jobs(services, worker_redis)  # reconcile: not at Twilio, past the grace period
+    schedule_once(services)
+    run_jobs(services, worker_redis)
+
+    assert len(twilio_messages.sent) == 1
+    assert messages(services)[0].message_sid == twilio_messages.sent[0].sid
+
+
+def test_it_rebuilds_due_work_after_redis_is_flushed(
+    services: Services, twilio_messages: FakeMessages, clock: FakeClock, worker_redis: Redis
+) -> None:
+    message_id = _pending_text(services)
+    services.work.enqueue_send(message_id)
+    worker_redis.flushdb()
+
+    run_jobs(services, worker_redis)
+    assert twilio_messages.sent == []
+    clock.advance(seconds=31)
+    assert schedule_once(services) == 1
+    run_jobs(services, worker_redis)
+    assert len(twilio_messages.sent) == 1
+
+
+def test_it_defers_a_text_back_in_the_patients_quiet_hours(
+    services: Services,
+    client: FlaskClient,
+    worker_redis: Redis,
+    twilio_messages: FakeMessages,
+    clock: FakeClock,
+) -> None:
+    make_practice(services)
+    clock.now = datetime(2026, 11, 18, 2, 30, tzinfo=UTC)  # 21:30 in Washington DC
+    call_ended(client, new_sid("CA"))
+    run_jobs(services, worker_redis)
+
+    assert twilio_messages.sent == []
+    [message] = messages(services)
+    assert message.status == "pending"
+    assert message.not_before == datetime(2026, 11, 18, 13, 0, tzinfo=UTC)  # 08:00 local
+    assert message.defer_reason
+    clock.now = datetime(2026, 11, 18, 13, 0, 30, tzinfo=UTC)
+    schedule_once(services)
+    run_jobs(services, worker_redis)
+    assert len(twilio_messages.to(ANA)) == 1
+
+
+def test_it_rechecks_the_gate_after_a_long_deferral(
+    services: Services,
+    client: FlaskClient,
+    worker_redis: Redis,
+    twilio_messages: FakeMessages,
+    clock: FakeClock,
+) -> None:
+    make_practice(services)
+    clock.now = datetime(2026, 11, 18, 2, 30, tzinfo=UTC)
+    call_ended(client, new_sid("CA"))
+    run_jobs(services, worker_redis)
+    with services.session() as session:
+        contact = session.scalars(select(Contact)).one()
+        contact.opted_out_at = clock()  # opted out overnight by another path
+        session.commit()
+    clock.now = datetime(2026, 11, 18, 13, 1, tzinfo=UTC)
+    schedule_once(services)
+    run_jobs(services, worker_redis)
+
+    assert twilio_messages.sent == []
+    assert messages(services)[0].status == "blocked"
+
+
+def _pending_text(services: Services, caller: str = BEN) -> int:
+    """A text-back due now for a new missed-call task, not yet sent."""
+    make_practice(services)
+    from telephony_service.services import followups, intake
+
+    with services.session() as session:
+        practice_id = session.scalar(select(Message.practice_id))  # none yet
+        assert practice_id is None
+        from telephony_service.models import Practice
+
+        practice = session.scalars(select(Practice)).one()
+        contact = intake._lock_contact(session, practice.id, caller, services.clock())
+        task = intake._new_task(
+            session,
+            practice,
+            contact,
+            category=intake.Category.MISSED_CALL,
+            source="phone",
+            at=services.clock(),
+        )
+        outcome = followups.start(
+            session,
+            practice,
+            task,
+            contact,
+            now=services.clock(),
+            base_url=services.settings.public_base_url,
+        )
+        session.commit()
+        [message_id] = outcome.messages
+        return message_id

@@ -1,0 +1,135 @@
+"""Twilio's Messages API faked at the HTTP layer (`responses`), for the SMS tests.
+
+It keeps what was sent, answers like Twilio (201 with a new sid), lists messages the way
+the gateway asks for them, and can be told to fail the next sends.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from email.utils import format_datetime, parsedate_to_datetime
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+import requests
+import responses
+from sqlalchemy import select
+
+from telephony_service.models import Message
+from telephony_service.wiring import Services
+from tests.conftest import ACCOUNT_SID, FakeClock
+
+MESSAGES_URL = f"https://api.twilio.com/2010-04-01/Accounts/{ACCOUNT_SID}/Messages.json"
+
+
+@dataclass
+class Sent:
+    sid: str
+    to: str
+    from_: str
+    body: str
+    status_callback: str | None
+    at: datetime
+
+
+@dataclass
+class FakeMessages:
+    clock: FakeClock
+    sent: list[Sent] = field(default_factory=list)
+    # Each entry answers one send: ("error", status, code), ("timeout",), ("accept_then_drop",).
+    faults: deque[tuple[Any, ...]] = field(default_factory=deque)
+    posts: int = 0
+
+    def to(self, number: str) -> list[Sent]:
+        return [item for item in self.sent if item.to == number]
+
+    def _resource(self, item: Sent) -> dict[str, Any]:
+        return {
+            "account_sid": ACCOUNT_SID,
+            "api_version": "2010-04-01",
+            "body": item.body,
+            "date_created": format_datetime(item.at),
+            "date_sent": None,
+            "date_updated": format_datetime(item.at),
+            "direction": "outbound-api",
+            "error_code": None,
+            "error_message": None,
+            "from": item.from_,
+            "messaging_service_sid": None,
+            "num_media": "0",
+            "num_segments": "1",
+            "price": None,
+            "price_unit": "USD",
+            "sid": item.sid,
+            "status": "queued",
+            "subresource_uris": {},
+            "to": item.to,
+            "uri": f"/2010-04-01/Accounts/{ACCOUNT_SID}/Messages/{item.sid}.json",
+        }
+
+    def create(self, request: requests.PreparedRequest) -> tuple[int, dict[str, str], str]:
+        self.posts += 1
+        form = {k: v[0] for k, v in parse_qs(str(request.body)).items()}
+        fault = self.faults.popleft() if self.faults else None
+        if fault is not None and fault[0] == "error":
+            body = {"code": fault[2], "message": f"error {fault[2]}", "status": fault[1]}
+            return fault[1], {}, json.dumps(body)
+        if fault is not None and fault[0] == "timeout":
+            raise requests.exceptions.ReadTimeout("read timed out")
+        item = Sent(
+            sid="SM" + uuid.uuid4().hex,
+            to=form["To"],
+            from_=form["From"],
+            body=form["Body"],
+            status_callback=form.get("StatusCallback"),
+            at=self.clock(),
+        )
+        self.sent.append(item)
+        if fault is not None and fault[0] == "accept_then_drop":
+            raise requests.exceptions.ConnectionError("connection reset after sending")
+        return 201, {}, json.dumps(self._resource(item))
+
+    def list(self, request: requests.PreparedRequest) -> tuple[int, dict[str, str], str]:
+        query = {k: v[0] for k, v in parse_qs(urlsplit(str(request.url)).query).items()}
+        found = [
+            self._resource(item)
+            for item in self.sent
+            if item.to == query.get("To") and item.from_ == query.get("From")
+        ]
+        after = query.get("DateSent>")
+        if after:
+            since = parsedate_to_datetime(after) if "," in after else None
+            if since is not None:
+                found = [r for r in found if parsedate_to_datetime(r["date_created"]) >= since]
+        page = {
+            "messages": found,
+            "end": len(found),
+            "first_page_uri": "",
+            "next_page_uri": None,
+            "page": 0,
+            "page_size": 50,
+            "previous_page_uri": None,
+            "start": 0,
+            "uri": "",
+        }
+        return 200, {}, json.dumps(page)
+
+
+@pytest.fixture
+def twilio_messages(clock: FakeClock) -> Iterator[FakeMessages]:
+    fake = FakeMessages(clock)
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as mocked:
+        mocked.add_callback(responses.POST, MESSAGES_URL, callback=fake.create)
+        mocked.add_callback(responses.GET, MESSAGES_URL, callback=fake.list)
+        yield fake
+
+
+def messages(services: Services) -> list[Message]:
+    with services.session() as session:
+        return list(session.scalars(select(Message).order_by(Message.id)))

@@ -1,0 +1,253 @@
+"""/twilio/sms/incoming and /twilio/sms/status: keywords, replies, delivery statuses."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+
+from flask.testing import FlaskClient
+from redis import Redis
+from sqlalchemy import select
+
+from telephony_service.models import ConsentChange, Contact, FollowUp, Message, Task
+from telephony_service.wiring import Services
+from tests.conftest import ACCOUNT_SID, FakeClock
+from tests.helpers import (
+    ANA,
+    RIVERSIDE_NUMBER,
+    call_ended,
+    make_practice,
+    new_sid,
+    post_twilio,
+    run_jobs,
+    tasks_of,
+    timeline_kinds,
+)
+from tests.sms_support import FakeMessages, messages
+from workers.scheduler import schedule_once
+
+
+def _text_in(client: FlaskClient, body: str, sid: str | None = None, caller: str = ANA) -> str:
+    params = {
+        "AccountSid": ACCOUNT_SID,
+        "MessageSid": sid or new_sid("SM"),
+        "SmsSid": sid or new_sid("SM"),
+        "From": caller,
+        "To": RIVERSIDE_NUMBER,
+        "Body": body,
+        "NumMedia": "0",
+        "NumSegments": "1",
+        "SmsStatus": "received",
+        "ApiVersion": "2010-04-01",
+    }
+    response = post_twilio(client, "/twilio/sms/incoming", params)
+    assert response.status_code == 200
+    return response.get_data(as_text=True)
+
+
+def _reply_of(twiml: str) -> str | None:
+    root = ET.fromstring(twiml)
+    assert root.tag == "Response"
+    message = root.find("Message")
+    return None if message is None else message.text
+
+
+def _status(client: FlaskClient, message: Message, status: str, code: str | None = None) -> None:
+    params = {
+        "AccountSid": ACCOUNT_SID,
+        "MessageSid": message.message_sid or "",
+        "SmsSid": message.message_sid or "",
+        "MessageStatus": status,
+        "SmsStatus": status,
+        "From": RIVERSIDE_NUMBER,
+        "To": message.to_number,
+        "ApiVersion": "2010-04-01",
+    }
+    if code is not None:
+        params["ErrorCode"] = code
+    response = post_twilio(client, f"/twilio/sms/status?m={message.id}", params)
+    assert response.status_code == 200
+
+
+def _missed_call_with_text(services: Services, client: FlaskClient, worker_redis: Redis) -> Message:
+    make_practice(services)
+    call_ended(client, new_sid("CA"))
+    run_jobs(services, worker_redis)
+    [message] = messages(services)
+    return message
+
+
+def _contact(services: Services) -> Contact:
+    with services.session() as session:
+        return session.scalars(select(Contact)).one()
+
+
+def test_it_opts_out_on_stop_and_confirms_once(
+    services: Services, client: FlaskClient, worker_redis: Redis, twilio_messages: FakeMessages
+) -> None:
+    _missed_call_with_text(services, client, worker_redis)
+
+    reply = _reply_of(_text_in(client, "  Stop. "))
+    assert reply is not None and "Riverside Family Medicine" in reply
+    assert "START" in reply
+    assert _contact(services).opted_out_at is not None
+    assert _reply_of(_text_in(client, "STOP")) is None  # one confirmation at most
+    with services.session() as session:
+        changes = list(session.scalars(select(ConsentChange)))
+        assert [(c.action, c.source) for c in changes] == [("opt_out", "keyword")]
+        pending = session.scalars(select(FollowUp).where(FollowUp.state == "pending")).all()
+        assert pending == []
+
+
+def test_it_answers_a_retried_stop_with_the_same_reply(
+    services: Services, client: FlaskClient
+) -> None:
+    make_practice(services)
+    sid = new_sid("SM")
+    first = _text_in(client, "STOP", sid)
+    second = _text_in(client, "STOP", sid)
+    assert _reply_of(first) == _reply_of(second)
+    assert _reply_of(first) is not None
+    with services.session() as session:
+        assert len(session.scalars(select(ConsentChange)).all()) == 1
+        assert len(session.scalars(select(Message)).all()) == 1
+
+
+def test_it_cancels_pending_texts_at_once_on_stop(
+    services: Services,
+    client: FlaskClient,
+    worker_redis: Redis,
+    twilio_messages: FakeMessages,
+    clock: FakeClock,
+) -> None:
+    from datetime import UTC, datetime
+
+    make_practice(services)
+    clock.now = datetime(2026, 11, 18, 2, 30, tzinfo=UTC)  # quiet hours: the text waits
+    call_ended(client, new_sid("CA"))
+    run_jobs(services, worker_redis)
+    assert messages(services)[0].status == "pending"
+
+    _text_in(client, "unsubscribe")
+    assert [m.status for m in messages(services) if m.kind == "automated"] == ["canceled"]
+    clock.now = datetime(2026, 11, 18, 14, 0, tzinfo=UTC)
+    schedule_once(services)
+    run_jobs(services, worker_redis)
+    assert twilio_messages.sent == []
+
+
+def test_it_opts_back_in_on_start(services: Services, client: FlaskClient) -> None:
+    make_practice(services)
+    _text_in(client, "STOP")
+    reply = _reply_of(_text_in(client, "start"))
+    assert reply is not None
+    assert _contact(services).opted_out_at is None
+    with services.session() as session:
+        actions = [c.action for c in session.scalars(select(ConsentChange).order_by("id"))]
+        assert actions == ["opt_out", "opt_in"]
+
+
+def test_it_answers_help_with_the_practice_name_and_number(
+    services: Services, client: FlaskClient
+) -> None:
+    make_practice(services)
+    reply = _reply_of(_text_in(client, "help"))
+    assert reply is not None
+    assert "Riverside Family Medicine" in reply
+    assert "(617) 555-0100" in reply
+    assert _contact(services).opted_out_at is None
+
+
+def test_it_treats_a_free_text_revocation_as_opt_out_and_flags_the_task(
+    services: Services, client: FlaskClient, worker_redis: Redis, twilio_messages: FakeMessages
+) -> None:
+    _missed_call_with_text(services, client, worker_redis)
+    _text_in(client, "please stop texting me")
+
+    assert _contact(services).opted_out_at is not None
+    [task] = tasks_of(services)
+    assert task.flag == "revoked_consent"
+    assert task.cadence_stopped_at is not None
+    with services.session() as session:
+        [change] = session.scalars(select(ConsentChange))
+        assert change.source == "free_text"
+
+
+def test_it_attaches_a_reply_to_the_open_task_and_stops_the_cadence(
+    services: Services, client: FlaskClient, worker_redis: Redis, twilio_messages: FakeMessages
+) -> None:
+    _missed_call_with_text(services, client, worker_redis)
+    assert _reply_of(_text_in(client, "Yes please call me after 3")) is None
+    run_jobs(services, worker_redis)
+
+    [task] = tasks_of(services)
+    assert task.cadence_stop_reason == "reply"
+    assert "sms_reply" in timeline_kinds(services, task.id)
+    with services.session() as session:
+        entry = session.scalars(select(Task).where(Task.id == task.id)).one()
+        texts = [e.text for e in entry.timeline if e.kind == "sms_reply"]
+        assert texts == ["Yes please call me after 3"]
+
+
+def test_it_opens_an_sms_inquiry_for_a_text_with_no_open_task(
+    services: Services, client: FlaskClient, worker_redis: Redis, twilio_messages: FakeMessages
+) -> None:
+    make_practice(services)
+    _text_in(client, "Do you take new patients?")
+    _text_in(client, "Do you take new patients?", sid=None)  # a second text, same task
+    run_jobs(services, worker_redis)
+
+    [task] = tasks_of(services)
+    assert task.category == "sms_inquiry"
+    assert twilio_messages.sent == []  # the patient wrote to us: no automated text
+
+
+def test_it_dedupes_an_inbound_text_on_message_sid(
+    services: Services, client: FlaskClient, worker_redis: Redis
+) -> None:
+    make_practice(services)
+    sid = new_sid("SM")
+    _text_in(client, "Hello?", sid)
+    _text_in(client, "Hello?", sid)
+    run_jobs(services, worker_redis)
+    [task] = tasks_of(services)
+    assert timeline_kinds(services, task.id).count("sms_reply") == 1
+
+
+def test_it_keeps_delivered_when_a_late_sent_arrives(
+    services: Services, client: FlaskClient, worker_redis: Redis, twilio_messages: FakeMessages
+) -> None:
+    message = _missed_call_with_text(services, client, worker_redis)
+    _status(client, message, "delivered")
+    _status(client, message, "sent")
+    run_jobs(services, worker_redis)
+    assert messages(services)[0].status == "delivered"
+
+
+def test_it_moves_the_task_to_call_manually_on_a_landline(
+    services: Services, client: FlaskClient, worker_redis: Redis, twilio_messages: FakeMessages
+) -> None:
+    message = _missed_call_with_text(services, client, worker_redis)
+    _status(client, message, "undelivered", code="30006")
+    run_jobs(services, worker_redis)
+
+    [task] = tasks_of(services)
+    assert task.next_action == "call_manually"
+    assert task.flag == "sms_undeliverable"
+    assert _contact(services).sms_undeliverable_at is not None
+    assert messages(services)[0].status == "undelivered"
+
+
+def test_it_rejects_an_unsigned_sms_webhook(services: Services, client: FlaskClient) -> None:
+    make_practice(services)
+    response = client.post(
+        "/twilio/sms/incoming",
+        data={"MessageSid": new_sid("SM"), "From": ANA, "To": RIVERSIDE_NUMBER, "Body": "STOP"},
+    )
+    assert response.status_code == 403
+    with services.session() as session:
+        assert session.scalars(select(ConsentChange)).all() == []
+
+
+def test_it_rejects_a_malformed_message_sid(services: Services, client: FlaskClient) -> None:
+    params = {"MessageSid": "nope", "MessageStatus": "sent"}
+    assert post_twilio(client, "/twilio/sms/status", params).status_code == 400

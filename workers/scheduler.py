@@ -1,0 +1,57 @@
+"""Moves due follow-up steps and texts from PostgreSQL onto RQ.
+
+The schedule is rows with due times; Redis only carries the nudge to run one. Each pass
+claims due rows (skipping rows another worker's scheduler holds), marks them enqueued,
+and enqueues deterministic job ids, so two schedulers, a pass that races a job, or a
+Redis flush never make a second send: the send itself is claimed in the database.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from telephony_service.services import delivery, followups
+from telephony_service.wiring import Services
+from telephony_service.workqueue import followup_job_id, reconcile_job_id, send_job_id
+from workers.relay import clear_dead_job
+
+log = logging.getLogger(__name__)
+
+# Texts are due to the second (a rate-limited sender's next slot, a deferral's end), so
+# the scheduler looks often; a pass that finds nothing is one indexed query.
+INTERVAL_SECONDS = 0.5
+
+
+def schedule_once(services: Services) -> int:
+    now = services.clock()
+    with services.session() as session:
+        sends, reconciles = delivery.claim_due(session, now=now)
+        steps = followups.claim_due(session, now=now)
+    work = services.work
+    enqueued = 0
+    for message_id in sends:
+        clear_dead_job(services, send_job_id(message_id))
+        enqueued += work.enqueue_send(message_id)
+    for message_id in reconciles:
+        clear_dead_job(services, reconcile_job_id(message_id))
+        enqueued += work.enqueue_reconcile(message_id)
+    for followup_id in steps:
+        clear_dead_job(services, followup_job_id(followup_id))
+        enqueued += work.enqueue_followup(followup_id)
+    return enqueued
+
+
+class Scheduler(threading.Thread):
+    def __init__(self, services: Services, interval: float = INTERVAL_SECONDS) -> None:
+        super().__init__(name="scheduler", daemon=True)
+        self.services = services
+        self.interval = interval
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.wait(self.interval):
+            try:
+                schedule_once(self.services)
+            except Exception:
+                log.exception("scheduler pass failed; trying again shortly")
