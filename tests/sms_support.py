@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from email.utils import format_datetime, parsedate_to_datetime
@@ -45,6 +45,8 @@ class FakeMessages:
     # Each entry answers one send: ("error", status, code), ("timeout",), ("accept_then_drop",).
     faults: deque[tuple[Any, ...]] = field(default_factory=deque)
     posts: int = 0
+    # Called as a send arrives, before it is answered (to hold a send in flight).
+    on_create: Callable[[], None] | None = None
 
     def to(self, number: str) -> list[Sent]:
         return [item for item in self.sent if item.to == number]
@@ -75,6 +77,8 @@ class FakeMessages:
 
     def create(self, request: requests.PreparedRequest) -> tuple[int, dict[str, str], str]:
         self.posts += 1
+        if self.on_create is not None:
+            self.on_create()
         form = {k: v[0] for k, v in parse_qs(str(request.body)).items()}
         fault = self.faults.popleft() if self.faults else None
         if fault is not None and fault[0] == "error":

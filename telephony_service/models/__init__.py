@@ -230,6 +230,7 @@ class Task(Base):
     timeline: Mapped[list[TaskEvent]] = relationship(
         back_populates="task", order_by="(TaskEvent.at, TaskEvent.id)"
     )
+    messages: Mapped[list[Message]] = relationship(order_by="Message.id", viewonly=True)
 
 
 class TaskEvent(Base):

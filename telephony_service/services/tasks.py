@@ -33,7 +33,12 @@ def get_task(session: Session, practice_id: int, task_id: int) -> Task | None:
     return session.scalar(
         select(Task)
         .where(Task.id == task_id, Task.practice_id == practice_id)
-        .options(selectinload(Task.timeline), selectinload(Task.contact), selectinload(Task.owner))
+        .options(
+            selectinload(Task.timeline),
+            selectinload(Task.contact),
+            selectinload(Task.owner),
+            selectinload(Task.messages),
+        )
     )
 
 
@@ -102,7 +107,10 @@ def list_tasks(
             query.order_by(Task.due_at, Task.id)
             .limit(flt.limit + 1)
             .options(
-                selectinload(Task.timeline), selectinload(Task.contact), selectinload(Task.owner)
+                selectinload(Task.timeline),
+                selectinload(Task.contact),
+                selectinload(Task.owner),
+                selectinload(Task.messages),
             )
         )
     )
@@ -132,7 +140,15 @@ def task_resource(task: Task, practice: Practice) -> dict[str, Any]:
         "call_count": task.call_count,
         "has_voicemail": task.has_voicemail,
         "owner": task.owner.email if task.owner is not None else None,
-        "messages": [],
+        "messages": [
+            {
+                "sid": message.message_sid,
+                "purpose": message.purpose,
+                "status": message.status,
+                "sent_at": _iso(message.sent_at, zone),
+            }
+            for message in task.messages
+        ],
         "timeline": [
             {"at": _iso(entry.at, zone), "kind": entry.kind, "text": entry.text}
             for entry in task.timeline
