@@ -5,12 +5,17 @@ from __future__ import annotations
 import logging
 import sys
 import uuid
+from collections.abc import Callable
 from datetime import datetime
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 from dotenv import load_dotenv
 
 from telephony_service.settings import Settings, SettingsError, load_settings
+
+if TYPE_CHECKING:
+    import requests
 
 
 def _settings() -> Settings:
@@ -28,6 +33,9 @@ def _session(settings: Settings):  # type: ignore[no-untyped-def]
 
 def _fail(exc: Exception) -> click.ClickException:
     return click.ClickException(str(exc))
+
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 @click.group()
@@ -122,6 +130,92 @@ def practice_closure(practice_id: int, day: datetime, reason: str | None) -> Non
             raise _fail(exc) from None
         session.commit()
         click.echo(f"closed on {day.date().isoformat()}")
+
+
+_WINDOW = "HH:MM-HH:MM|off"
+
+
+def _day_option(day: str) -> Callable[[F], F]:
+    return click.option(f"--{day}", day, default=None, metavar=_WINDOW)
+
+
+@practice.command("quiet-hours")
+@click.option("--practice", "practice_id", type=int, required=True)
+@_day_option("mon")
+@_day_option("tue")
+@_day_option("wed")
+@_day_option("thu")
+@_day_option("fri")
+@_day_option("sat")
+@_day_option("sun")
+@click.option("--weekdays", default=None, metavar=_WINDOW, help="Monday to Friday.")
+@click.option("--weekend", default=None, metavar=_WINDOW, help="Saturday and Sunday.")
+@click.option("--clear", is_flag=True, help="Back to the legal floor alone.")
+@click.option("--daily-cap", type=int, default=None, help="Texts a day at most (1-100000).")
+def practice_quiet_hours(
+    practice_id: int,
+    weekdays: str | None,
+    weekend: str | None,
+    clear: bool,
+    daily_cap: int | None,
+    **days: str | None,
+) -> None:
+    """Show or narrow the texting window, per weekday in the patient's local time.
+
+    Texts go out only inside the window; the rest is quiet hours. The legal floor
+    (08:00-20:00, and state rules such as no Sunday texts) always applies: these hours
+    can only narrow it. A day's own option wins over --weekdays/--weekend; days not
+    given keep their window. With no options, prints the current window.
+    """
+    from telephony_service.domain.calendar import DAY_KEYS
+    from telephony_service.services.practices import (
+        LEGAL_FLOOR,
+        InvalidInput,
+        TextingWindow,
+        get_practice,
+        parse_texting_window,
+        set_daily_send_cap,
+        set_texting_hours,
+        texting_hours_of,
+    )
+
+    specs = [
+        ("--weekdays", weekdays, DAY_KEYS[:5]),
+        ("--weekend", weekend, DAY_KEYS[5:]),
+        *((f"--{day}", days[day], (day,)) for day in DAY_KEYS),
+    ]
+    changes: dict[str, TextingWindow] = {}
+    try:
+        for label, spec, members in specs:
+            if spec is not None:
+                changes.update(dict.fromkeys(members, parse_texting_window(spec, label)))
+    except InvalidInput as exc:
+        raise _fail(exc) from None
+    if clear and changes:
+        raise click.UsageError("--clear goes back to the legal floor alone; give no day options")
+
+    with _session(_settings()) as session:
+        try:
+            updated = get_practice(session, practice_id)
+            if clear or changes:
+                updated = set_texting_hours(session, practice_id, None if clear else changes)
+            if daily_cap is not None:
+                updated = set_daily_send_cap(session, practice_id, daily_cap)
+        except InvalidInput as exc:
+            raise _fail(exc) from None
+        session.commit()
+        hours = texting_hours_of(updated)
+        floor = "-".join(LEGAL_FLOOR)
+        if hours is None:
+            click.echo(f"texting window: the legal floor alone ({floor}, patient's local time)")
+        else:
+            click.echo(f"texting window (patient's local time, within the legal {floor}):")
+        for day in DAY_KEYS:
+            window = LEGAL_FLOOR if hours is None else hours[day]
+            click.echo(f"{day}  {'-'.join(window) if window else 'off'}")
+        if hours is not None and not any(hours.values()):
+            click.echo("note: every day is off, so only answers to STOP and HELP are texted")
+        click.echo(f"daily send cap  {updated.daily_send_cap}")
 
 
 @main.group()
@@ -250,15 +344,82 @@ def simulate_voicemail(caller: str, number: str, message: str, target: str | Non
     _simulate_call(caller, number, target, voicemail=message)
 
 
+@simulate.command("sms")
+@click.option("--from", "sender", required=True, help="The patient's number, E.164.")
+@click.option("--to", "number", required=True, help="The practice's Twilio number, E.164.")
+@click.option("--body", required=True, help="The text, e.g. STOP, HELP or a reply.")
+@_target
+def simulate_sms(sender: str, number: str, body: str, target: str | None) -> None:
+    """A patient texts the practice: STOP/START/HELP are answered at once, a reply
+    goes onto the patient's task."""
+    from telephony_service.domain.phones import normalise_phone
+    from telephony_service.domain.segments import count_segments
+
+    # Twilio always writes the numbers of a text in E.164.
+    sender_e164, number_e164 = normalise_phone(sender), normalise_phone(number)
+    if sender_e164 is None:
+        raise click.BadParameter(f"{sender!r} is not a valid phone number", param_hint="--from")
+    if number_e164 is None:
+        raise click.BadParameter(f"{number!r} is not a valid phone number", param_hint="--to")
+    service = _Service(target)
+    message_sid = "SM" + uuid.uuid4().hex
+    # The fields of Twilio's incoming-message webhook (a number outside a Messaging
+    # Service, so no MessagingServiceSid).
+    params = {
+        "SmsMessageSid": message_sid,
+        "NumMedia": "0",
+        "SmsSid": message_sid,
+        "SmsStatus": "received",
+        "Body": body,
+        "To": number_e164,
+        "NumSegments": str(count_segments(body).segments),
+        "MessageSid": message_sid,
+        "AccountSid": service.account_sid,
+        "From": sender_e164,
+        "ApiVersion": "2010-04-01",
+    }
+    response = service.post("/twilio/sms/incoming", params)
+    click.echo(response.text)
+    click.echo(f"simulated text {message_sid}")
+
+
+class _Service:
+    """A running service, reached at `target`, with webhooks signed as Twilio signs them:
+    over PUBLIC_BASE_URL (what Twilio would have been configured with) and with the key
+    the service verifies them with."""
+
+    def __init__(self, target: str | None) -> None:
+        settings = _settings()
+        self.base = settings.public_base_url
+        self.target = (target or self.base).rstrip("/")
+        self.account_sid = settings.twilio_account_sid or "AC" + "0" * 32
+        self._auth_token = settings.webhook_auth_token
+
+    def post(self, path: str, params: dict[str, str]) -> requests.Response:
+        """POST one webhook; prints its status, fails the command on an error status."""
+        import requests
+
+        from telephony_service.web.security import sign
+
+        signature = sign(self.base + path, params, self._auth_token)
+        try:
+            response = requests.post(
+                self.target + path,
+                data=params,
+                headers={"X-Twilio-Signature": signature},
+                timeout=10,
+            )
+        except requests.RequestException as exc:
+            raise click.ClickException(f"could not reach {self.target}: {exc}") from None
+        click.echo(f"POST {path} -> {response.status_code}")
+        if response.status_code >= 400:
+            raise click.ClickException(response.text[:300])
+        return response
+
+
 def _simulate_call(caller: str, number: str, target: str | None, voicemail: str | None) -> None:
-    import requests
-
-    from telephony_service.web.security import sign
-
-    settings = _settings()
-    base = settings.public_base_url
-    target = (target or base).rstrip("/")
-    account = settings.twilio_account_sid or "AC" + "0" * 32
+    service = _Service(target)
+    account = service.account_sid
     call_sid = "CA" + uuid.uuid4().hex
     common = {
         "AccountSid": account,
@@ -269,19 +430,7 @@ def _simulate_call(caller: str, number: str, target: str | None, voicemail: str 
         "ApiVersion": "2010-04-01",
     }
 
-    def post(path: str, params: dict[str, str]) -> None:
-        signature = sign(base + path, params, settings.webhook_auth_token)
-        try:
-            response = requests.post(
-                target + path, data=params, headers={"X-Twilio-Signature": signature}, timeout=10
-            )
-        except requests.RequestException as exc:
-            raise click.ClickException(f"could not reach {target}: {exc}") from None
-        click.echo(f"POST {path} -> {response.status_code}")
-        if response.status_code >= 400:
-            raise click.ClickException(response.text[:300])
-
-    post("/twilio/voice/incoming", {**common, "CallStatus": "ringing"})
+    service.post("/twilio/voice/incoming", {**common, "CallStatus": "ringing"})
     if voicemail is not None:
         recording_sid = "RE" + uuid.uuid4().hex
         recording_url = (
@@ -297,7 +446,7 @@ def _simulate_call(caller: str, number: str, target: str | None, voicemail: str 
             "RecordingChannels": "1",
             "RecordingSource": "RecordVerb",
         }
-        post(
+        service.post(
             "/twilio/voice/recorded",
             {
                 **common,
@@ -308,9 +457,11 @@ def _simulate_call(caller: str, number: str, target: str | None, voicemail: str 
                 "Digits": "hangup",
             },
         )
-        post("/twilio/voice/status", {**common, "CallStatus": "completed", "CallDuration": "21"})
-        post("/twilio/voice/recording", recording)
-        post(
+        service.post(
+            "/twilio/voice/status", {**common, "CallStatus": "completed", "CallDuration": "21"}
+        )
+        service.post("/twilio/voice/recording", recording)
+        service.post(
             "/twilio/voice/transcription",
             {
                 **common,
@@ -324,8 +475,10 @@ def _simulate_call(caller: str, number: str, target: str | None, voicemail: str 
             },
         )
     else:
-        post("/twilio/voice/status", {**common, "CallStatus": "completed", "CallDuration": "6"})
-    click.echo(f"simulated call {call_sid}; the task appears in GET {target}/api/v1/tasks")
+        service.post(
+            "/twilio/voice/status", {**common, "CallStatus": "completed", "CallDuration": "6"}
+        )
+    click.echo(f"simulated call {call_sid}; the task appears in GET {service.target}/api/v1/tasks")
 
 
 if __name__ == "__main__":

@@ -103,6 +103,8 @@ def run(settings: Settings, host: str, port: int) -> None:
     gateway = "Twilio" if settings.twilio_enabled else "console (nothing leaves this machine)"
     log.info("outbound gateway: %s", gateway)
     base = f"http://{'localhost' if host in ('127.0.0.1', '0.0.0.0') else host}:{port}"  # noqa: S104
+    if not settings.twilio_enabled:
+        log.info("outbox (the texts the console gateway did not send): %s/dev/outbox", base)
     _print_welcome(base, practice_id, key)
     app = create_app(settings)
     # SIGTERM (a supervisor, `kill`) must stop the worker and the embedded Redis too, as

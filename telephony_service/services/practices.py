@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from argon2 import PasswordHasher
-from sqlalchemy import select
+from sqlalchemy import null, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -69,6 +71,13 @@ def add_practice(
     )
     session.add(practice)
     session.flush()
+    # Imported here: followups imports this module (calendar_for) at load time.
+    from telephony_service.services import followups
+
+    # The practice's own copy, so a later change to the defaults never rewrites what a
+    # manager has already seen and perhaps tuned.
+    followups.store_default_cadences(session, practice.id, now)
+    session.flush()
     return practice
 
 
@@ -100,6 +109,115 @@ def set_business_hours(session: Session, practice_id: int, changes: list[str]) -
     return practice
 
 
+# --- texting window --------------------------------------------------------------------
+
+# A day's texting window as ("09:00", "19:00") in the patient's local time; None: no texts.
+TextingWindow = tuple[str, str] | None
+TextingHours = dict[str, TextingWindow]
+
+# The compliance gate's legal floor (see domain.compliance): the strictest common state
+# window. The gate applies it whatever is stored; it is checked here too so that a manager
+# who types a wider window hears that it would not hold, rather than believing it does.
+LEGAL_FLOOR: tuple[str, str] = ("08:00", "20:00")
+OFF = "off"
+MAX_DAILY_SEND_CAP = 100_000
+
+_HHMM = re.compile(r"^(?:[01][0-9]|2[0-3]):[0-5][0-9]$")
+
+
+def parse_texting_window(text: str, label: str) -> TextingWindow:
+    """A window as a manager types it: "09:00-19:00", or "off" for no texts that day.
+
+    `label` names the field in the error message ("mon", "--weekdays", "Monday").
+    """
+    spec = text.strip()
+    if spec.lower() == OFF:
+        return None
+    start, dash, end = spec.partition("-")
+    if not dash:
+        raise InvalidInput(f"{label}: {text!r} is not a window; write HH:MM-HH:MM or {OFF}")
+    return check_texting_window((start.strip(), end.strip()), label)
+
+
+def check_texting_window(window: TextingWindow, label: str) -> TextingWindow:
+    if window is None:
+        return None
+    start, end = window
+    for value in (start, end):
+        if not _HHMM.match(value):
+            raise InvalidInput(f"{label}: {value!r} is not a time; write HH:MM, e.g. 09:00")
+    if start >= end:  # zero-padded HH:MM compares like the times it stands for
+        raise InvalidInput(f"{label}: the window must start before it ends ({start}-{end})")
+    floor_start, floor_end = LEGAL_FLOOR
+    if start < floor_start or end > floor_end:
+        raise InvalidInput(
+            f"{label}: {start}-{end} reaches outside the legal floor of "
+            f"{floor_start}-{floor_end} (the patient's local time), which always applies; "
+            "a practice's texting hours can only narrow it"
+        )
+    return (start, end)
+
+
+def check_texting_hours(hours: Mapping[str, TextingWindow]) -> TextingHours:
+    """Validate some weekdays' windows (keys mon … sun); raises InvalidInput."""
+    checked: TextingHours = {}
+    for day, window in hours.items():
+        if day not in DAY_KEYS:
+            raise InvalidInput(f"{day!r} is not a weekday; use one of {', '.join(DAY_KEYS)}")
+        checked[day] = check_texting_window(window, day)
+    return checked
+
+
+def texting_hours_of(practice: Practice) -> TextingHours | None:
+    """The stored window per weekday; None when the legal floor alone applies."""
+    stored = practice.texting_hours
+    if stored is None:
+        return None
+    # A weekday missing from the stored mapping is a day without texts, as the gate reads it.
+    return {
+        day: None if stored.get(day) is None else (stored[day][0], stored[day][1])
+        for day in DAY_KEYS
+    }
+
+
+def set_texting_hours(
+    session: Session, practice_id: int, hours: Mapping[str, TextingWindow] | None
+) -> Practice:
+    """Change some weekdays' texting windows; None goes back to the legal floor alone.
+
+    Weekdays left out keep their window (the legal floor's hours if none was set yet).
+    """
+    practice = _practice(session, practice_id)
+    if hours is None:
+        # SQL NULL, not the JSON null that assigning None would store.
+        session.execute(
+            update(Practice).where(Practice.id == practice.id).values(texting_hours=null()),
+            execution_options={"synchronize_session": False},
+        )
+        session.expire(practice, ["texting_hours"])
+        return practice
+    changes = check_texting_hours(hours)
+    week: TextingHours = texting_hours_of(practice) or dict.fromkeys(DAY_KEYS, LEGAL_FLOOR)
+    week.update(changes)
+    # All seven days, always: the gate reads a missing day as a day without texts.
+    stored: dict[str, list[str] | None] = {}
+    for day in DAY_KEYS:
+        window = week[day]
+        stored[day] = None if window is None else list(window)
+    practice.texting_hours = stored
+    session.flush()
+    return practice
+
+
+def set_daily_send_cap(session: Session, practice_id: int, cap: int) -> Practice:
+    practice = _practice(session, practice_id)
+    if not 1 <= cap <= MAX_DAILY_SEND_CAP:
+        raise InvalidInput(f"the daily send cap must be 1 to {MAX_DAILY_SEND_CAP:,}, not {cap}")
+    practice.daily_send_cap = cap
+    session.flush()
+    return practice
+
+
 def add_closure(session: Session, practice_id: int, day: date, reason: str | None) -> None:
     _practice(session, practice_id)
     try:
@@ -107,6 +225,11 @@ def add_closure(session: Session, practice_id: int, day: date, reason: str | Non
             session.add(PracticeClosure(practice_id=practice_id, day=day, reason=reason))
     except IntegrityError:
         raise InvalidInput(f"{day} is already a closure day") from None
+
+
+def get_practice(session: Session, practice_id: int) -> Practice:
+    """The practice, or InvalidInput naming the id."""
+    return _practice(session, practice_id)
 
 
 def _practice(session: Session, practice_id: int) -> Practice:

@@ -27,11 +27,16 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     )
     app.extensions["telephony"] = services
 
-    from telephony_service.web import api, health, twilio_hooks
+    from telephony_service.web import api, dev, health, twilio_hooks
+    from telephony_service.web import links as patient_links
 
     app.register_blueprint(health.bp)
     app.register_blueprint(twilio_hooks.bp)
     app.register_blueprint(api.bp)
+    app.register_blueprint(patient_links.bp)
+    if not settings.twilio_enabled:
+        # The console gateway's outbox: texts that would have gone out (development).
+        app.register_blueprint(dev.bp)
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException):  # type: ignore[no-untyped-def]
