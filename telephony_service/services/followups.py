@@ -24,7 +24,7 @@ from telephony_service.domain.cadence import (
 )
 from telephony_service.domain.categories import Category
 from telephony_service.domain.statuses import TaskStatus, check_transition, is_open
-from telephony_service.models import Cadence, Contact, FollowUp, Practice, Task, TaskEvent
+from telephony_service.models import Cadence, Contact, FollowUp, Practice, Task
 from telephony_service.services import delivery
 from telephony_service.services.practices import calendar_for
 from telephony_service.services.tasks import change_status
@@ -228,7 +228,6 @@ def _close(session: Session, task: Task, now: datetime) -> None:
     except ValueError:
         return  # e.g. a task that is waiting on insurance: staff close it
     change_status(session, task, TaskStatus.CLOSED_NO_RESPONSE, now=now)
-    session.add(TaskEvent(task_id=task.id, at=now, kind="cadence_ended"))
 
 
 ENQUEUE_LEASE = delivery.ENQUEUE_LEASE

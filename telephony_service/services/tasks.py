@@ -17,6 +17,17 @@ from telephony_service.domain.categories import Category
 from telephony_service.domain.phones import normalise_phone
 from telephony_service.domain.statuses import OPEN, TaskStatus, check_transition, is_open
 from telephony_service.models import Contact, Practice, Task, TaskEvent
+from telephony_service.services import consent
+
+# Statuses that mean a person has spoken with the patient.
+_CONTACT_MADE = frozenset(
+    {
+        TaskStatus.REACHED,
+        TaskStatus.SCHEDULED,
+        TaskStatus.NEEDS_INSURANCE_FOLLOWUP,
+        TaskStatus.NEEDS_CLINICAL_ESCALATION,
+    }
+)
 
 MAX_PAGE = 100
 DEFAULT_PAGE = 25
@@ -211,3 +222,6 @@ def change_status(
             data={"from": current.value, "to": target.value},
         )
     )
+    if target in _CONTACT_MADE or not is_open(target):
+        # The patient was reached (or the task is over): no more automated texts.
+        consent.stop_cadence(session, task, at=now, reason=target.value)

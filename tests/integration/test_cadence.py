@@ -118,3 +118,30 @@ def test_it_stops_the_cadence_when_the_patient_calls_again(
     [task] = tasks_of(services)
     assert task.status == "new"  # still the agents' to call
     assert all(state != "pending" for _, _, state, _ in _steps(services))
+
+
+def test_it_stops_the_cadence_when_an_agent_reaches_the_patient(
+    services: Services,
+    client: FlaskClient,
+    worker_redis: Redis,
+    twilio_messages: FakeMessages,
+    clock: FakeClock,
+) -> None:
+    from telephony_service.domain.statuses import TaskStatus
+    from telephony_service.models import Task
+    from telephony_service.services.tasks import change_status
+
+    make_practice(services)
+    call_ended(client, new_sid("CA"))
+    run_jobs(services, worker_redis)
+    with services.session() as session:
+        task = session.scalars(select(Task)).one()
+        change_status(session, task, TaskStatus.REACHED, now=clock())
+        session.commit()
+
+    _tick(services, clock, worker_redis, datetime(2026, 11, 25, 15, 0, tzinfo=UTC))
+    assert len(twilio_messages.sent) == 1
+    [task] = tasks_of(services)
+    assert task.status == "reached"
+    assert task.cadence_stop_reason == "reached"
+    assert all(state == "canceled" for step, _, state, _ in _steps(services) if step > 0)

@@ -28,7 +28,13 @@ def test_it_records_a_status_change_on_the_timeline(services, task_id, clock):
     [task] = tasks_of(services)
     assert task.status == "closed_resolved"
     assert task.next_action is None
-    assert timeline_kinds(services, task_id) == ["created", "status_changed", "status_changed"]
+    # Reaching the patient also ends the automated texts, once.
+    assert timeline_kinds(services, task_id) == [
+        "created",
+        "status_changed",
+        "cadence_stopped",
+        "status_changed",
+    ]
 
 
 def test_it_refuses_an_illegal_move_and_changes_nothing(services, task_id, clock):
