@@ -36,7 +36,7 @@ from telephony_service.models import (
 )
 from telephony_service.services import consent
 from telephony_service.services.links import create_link, link_url
-from telephony_service.wording import render_sms
+from telephony_service.wording import TemplateTooLong, render_sms
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +149,24 @@ def queue_text(
             session, practice_id=practice.id, task_id=task.id if task else None, now=now
         )
         context["link"] = link_url(base_url, token)
-    rendered = render_sms(template, **context)
+    try:
+        rendered = render_sms(template, **context)
+    except TemplateTooLong as exc:
+        # A practice renamed since it was checked: the task must still be made; staff call.
+        log.error("text %s for task %s not written: %s", template, task.id if task else None, exc)
+        if link is not None:
+            session.expunge(link)
+        if task is not None:
+            session.add(
+                TaskEvent(
+                    task_id=task.id,
+                    at=now,
+                    kind="text_blocked",
+                    text="the text would be longer than two segments",
+                    data={"purpose": template},
+                )
+            )
+        return None
     message = Message(
         practice_id=practice.id,
         task_id=task.id if task else None,

@@ -26,6 +26,7 @@ from telephony_service.domain.calendar import (
 )
 from telephony_service.domain.phones import normalise_phone
 from telephony_service.models import ApiKey, Practice, PracticeClosure, User
+from telephony_service.wording import TemplateTooLong, render_sms
 
 ROLES = ("agent", "clinician", "manager")
 API_KEY_PREFIX = "tsk_"
@@ -33,6 +34,40 @@ API_KEY_PREFIX = "tsk_"
 
 class InvalidInput(ValueError):
     """Bad input from an operator or a client, with a message fit to show them."""
+
+
+# As long as any link the service writes (https://host/s/ and an 11-character token).
+_LONGEST_LINK = "https://callbacks.example-medical-group.com/s/" + "x" * 11
+SMS_TEMPLATES = (
+    "text_back",
+    "second_attempt",
+    "final_message",
+    "opt_out_confirmation",
+    "opt_in_confirmation",
+    "help_reply",
+)
+
+
+def check_name_fits_texts(name: str, number: str) -> None:
+    """Every text names the practice and must stay within two segments: a name too long
+    (or with characters that force UCS-2) is refused here, not discovered at send time."""
+    from telephony_service.services.delivery import display_number
+
+    for template in SMS_TEMPLATES:
+        try:
+            render_sms(
+                template,
+                practice=name,
+                practice_number=display_number(number),
+                link=_LONGEST_LINK,
+                first_text=True,
+            )
+        except TemplateTooLong:
+            raise InvalidInput(
+                f"the practice name {name!r} makes the {template.replace('_', ' ')} text longer "
+                "than two SMS segments; use a shorter name (plain letters, no accents, keep a "
+                "text at two segments)"
+            ) from None
 
 
 def add_practice(
@@ -60,6 +95,7 @@ def add_practice(
         raise InvalidInput("the booking URL must start with https://")
     if session.scalar(select(Practice.id).where(Practice.twilio_number == e164)) is not None:
         raise InvalidInput(f"another practice already uses {e164}")
+    check_name_fits_texts(name, e164)
     practice = Practice(
         name=name,
         twilio_number=e164,

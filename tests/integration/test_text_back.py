@@ -420,3 +420,30 @@ def _queue_another(services: Services, contact_id: int) -> int:
         session.commit()
         assert message is not None
         return message.id
+
+
+def test_it_refuses_a_practice_name_too_long_for_a_text(services: Services) -> None:
+    import pytest
+
+    from telephony_service.services.practices import InvalidInput
+
+    with pytest.raises(InvalidInput, match="two SMS segments"):
+        make_practice(services, name="Riverside " * 15 + "Family Medicine")
+
+
+def test_it_still_makes_the_task_when_a_text_cannot_be_written(
+    services: Services, client: FlaskClient, worker_redis: Redis, twilio_messages: FakeMessages
+) -> None:
+    from telephony_service.models import Practice
+
+    practice = make_practice(services)
+    with services.session() as session:
+        # Renamed behind the service's back (the name is checked when it is set).
+        session.get_one(Practice, practice.id).name = "Riverside " * 18
+        session.commit()
+    call_ended(client, new_sid("CA"))
+    run_jobs(services, worker_redis)
+
+    [task] = tasks_of(services)
+    assert "text_blocked" in timeline_kinds(services, task.id)
+    assert twilio_messages.sent == []
