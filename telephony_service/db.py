@@ -32,8 +32,13 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         def _sqlite_begin(connection: Connection) -> None:
             # An autocommit connection (the webhook insert) must stay outside a transaction,
             # or its row would wait for a COMMIT that never comes.
+            # IMMEDIATE takes SQLite's one write lock at the start. A transaction that began
+            # as a reader and then writes after another writer committed fails at once
+            # ("database is locked", no waiting), which is how two workers, or a STOP and a
+            # send, would collide; taken up front, the lock is simply waited for. SQLite is
+            # the single-machine development default: serialising transactions costs little.
             if connection.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
-                connection.exec_driver_sql("BEGIN")
+                connection.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
     # A database that does not answer must fail a readiness check in seconds, not minutes.

@@ -47,6 +47,8 @@ class FakeMessages:
     posts: int = 0
     # Called as a send arrives, before it is answered (to hold a send in flight).
     on_create: Callable[[], None] | None = None
+    # The sid the next accepted text gets (so a test can post its callback early).
+    next_sid: str | None = None
 
     def to(self, number: str) -> list[Sent]:
         return [item for item in self.sent if item.to == number]
@@ -86,8 +88,9 @@ class FakeMessages:
             return fault[1], {}, json.dumps(body)
         if fault is not None and fault[0] == "timeout":
             raise requests.exceptions.ReadTimeout("read timed out")
+        sid, self.next_sid = self.next_sid or "SM" + uuid.uuid4().hex, None
         item = Sent(
-            sid="SM" + uuid.uuid4().hex,
+            sid=sid,
             to=form["To"],
             from_=form["From"],
             body=form["Body"],

@@ -175,10 +175,11 @@ class TwilioGateway:
 
 def _gateway_error(exc: Exception, what: str, *, wrote: bool) -> GatewayError | None:
     if isinstance(exc, TwilioRestException | TwilioServiceException):
-        return _refusal(exc, what)
+        return _refusal(exc, what, wrote=wrote)
     if isinstance(exc, TwilioException) and len(exc.args) > 1 and hasattr(exc.args[1], "text"):
         # A list page that failed comes as a bare TwilioException carrying the response.
-        return _refusal(Version.exception("GET", "", exc.args[1], "Unable to fetch page"), what)
+        page = Version.exception("GET", "", exc.args[1], "Unable to fetch page")
+        return _refusal(page, what, wrote=False)
     if isinstance(exc, requests.RequestException):
         sent = wrote and not _never_sent(exc)
         return GatewayError(
@@ -194,7 +195,9 @@ def _gateway_error(exc: Exception, what: str, *, wrote: bool) -> GatewayError | 
     return None
 
 
-def _refusal(exc: TwilioRestException | TwilioServiceException, what: str) -> GatewayError:
+def _refusal(
+    exc: TwilioRestException | TwilioServiceException, what: str, *, wrote: bool
+) -> GatewayError:
     status = _int_or_none(exc.status)
     code = _int_or_none(exc.code)
     if code == status:
@@ -206,6 +209,9 @@ def _refusal(exc: TwilioRestException | TwilioServiceException, what: str) -> Ga
         permanent=is_permanent(code, status),
         code=code,
         status=status,
+        # A 500 or a gateway timeout may come after Twilio created the message; only a
+        # 503 (overloaded, turned away at the door) is known not to have.
+        outcome_unknown=wrote and status is not None and status >= 500 and status != 503,
     )
 
 

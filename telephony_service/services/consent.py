@@ -17,7 +17,12 @@ UNSENT = ("pending", "unknown")
 
 def lock_contact(session: Session, contact_id: int) -> Contact:
     """The contact row, locked against a send in flight (which holds it shared)."""
-    return session.scalars(select(Contact).where(Contact.id == contact_id).with_for_update()).one()
+    return session.scalars(
+        select(Contact)
+        .where(Contact.id == contact_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).one()
 
 
 def opt_out(

@@ -12,8 +12,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, time, timedelta
-from typing import Any
+from datetime import UTC, datetime, time, timedelta
+from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 import phonenumbers
@@ -41,6 +41,7 @@ from telephony_service.wording import TemplateTooLong, render_sms
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
+_M = TypeVar("_M")
 
 # Statuses Twilio reports, in the order a message moves through them. A callback that
 # arrives late (a "sent" after "delivered") must not move a message back.
@@ -229,14 +230,53 @@ def send_message(
     has it), deferred, blocked, canceled, sent, retry, failed or unknown.
     """
     now = clock()
-    if not _claim(session, message_id, now):
+    claimed_at = _claim(session, message_id, now)
+    if claimed_at is None:
         return "skipped"
-    # The contact stays locked (shared) until the outcome is stored: an opt-out, which
-    # locks it exclusively, waits for this send instead of slipping in after the gate.
-    message = session.get_one(Message, message_id)
-    contact = session.scalars(
-        select(Contact).where(Contact.id == message.contact_id).with_for_update(read=True)
-    ).one()
+    if settings.sender_rate:
+        # Reserved before any lock is taken: the slot lives in a row of its own.
+        slot = _take_slot(session, message_id, now, settings.sender_rate)
+        if slot is not None and slot > now:
+            return _defer_claimed(session, message_id, claimed_at, slot, now)
+    try:
+        return _send_claimed(
+            session, gateway, message_id, claimed_at, clock=clock, settings=settings
+        )
+    except Exception:
+        # A bug or bad data after the claim: end the text visibly (failed) rather than leave
+        # a claimed row that reconciliation would offer again and again.
+        session.rollback()
+        _fail_claimed(session, message_id, claimed_at, clock())
+        raise
+
+
+def _send_claimed(
+    session: Session,
+    gateway: TelephonyGateway,
+    message_id: int,
+    claimed_at: datetime,
+    *,
+    clock: Clock,
+    settings: SendSettings,
+) -> str:
+    now = clock()
+    contact_id = session.scalar(select(Message.contact_id).where(Message.id == message_id))
+    if contact_id is None:
+        return "skipped"
+    postgres = _dialect(session) == "postgresql"
+    if postgres:
+        # Lock order everywhere: contact, then task, then message. The contact stays
+        # locked until the outcome is stored: an opt-out waits for this send instead of
+        # slipping in between the gate and Twilio, and two texts to one patient go one
+        # after the other, each seeing the other in the caps.
+        contact = _locked(session, Contact, contact_id)
+    message = _own(session, message_id, claimed_at, now)
+    if message is None:
+        # Reconciliation took the claim back (this worker stalled past the lease).
+        session.rollback()
+        return "skipped"
+    if not postgres:
+        contact = session.get_one(Contact, contact_id)
     practice = session.get_one(Practice, message.practice_id)
     task = session.get(Task, message.task_id) if message.task_id is not None else None
 
@@ -254,19 +294,13 @@ def send_message(
             state=contact.state,
             opted_out=contact.opted_out_at is not None,
         ),
-        history=_history(session, practice, contact, now),
+        history=_history(session, practice, contact, message, now),
         policy=policy_for(practice),
     )
     if isinstance(decision, compliance.Block):
         return _finish(session, message, "blocked", now, reason=decision.reason)
     if isinstance(decision, compliance.Defer):
         return _defer(session, message, decision.until, decision.reason, now)
-
-    if settings.sender_rate and (message.slot_at is None or now - message.slot_at > SLOT_SLACK):
-        slot = _reserve_slot(session, message.from_number, now, settings.sender_rate)
-        message.slot_at = slot
-        if slot > now:
-            return _defer(session, message, slot, "sender rate limit", now, keep_slot=True)
 
     sms = OutboundSms(
         to=message.to_number,
@@ -298,7 +332,96 @@ def send_message(
     return "sent"
 
 
-def _claim(session: Session, message_id: int, now: datetime) -> bool:
+def _dialect(session: Session) -> str:
+    return session.get_bind().dialect.name
+
+
+def _locked(session: Session, model: type[_M], row_id: int) -> _M:
+    """A row locked for update, read afresh (never the session's older copy)."""
+    return session.scalars(
+        select(model)
+        .where(model.id == row_id)  # type: ignore[attr-defined]
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).one()
+
+
+def _own(session: Session, message_id: int, claimed_at: datetime, now: datetime) -> Message | None:
+    """Lock the text if this job's claim still holds.
+
+    A conditional write, so on SQLite too it takes the write lock: nothing else can change
+    the text (or settle it as lost) until this send's outcome is stored.
+    """
+    result = session.execute(
+        update(Message)
+        .where(
+            Message.id == message_id,
+            Message.status == "claimed",
+            Message.claimed_at == claimed_at,
+        )
+        .values(updated_at=now),
+        execution_options={"synchronize_session": False},
+    )
+    if not result.rowcount:  # type: ignore[attr-defined]
+        return None
+    return session.scalars(
+        select(Message).where(Message.id == message_id).execution_options(populate_existing=True)
+    ).one()
+
+
+def _fail_claimed(session: Session, message_id: int, claimed_at: datetime, now: datetime) -> None:
+    session.execute(
+        update(Message)
+        .where(
+            Message.id == message_id, Message.status == "claimed", Message.claimed_at == claimed_at
+        )
+        .values(status="failed", defer_reason="internal error; see the worker log", updated_at=now),
+        execution_options={"synchronize_session": False},
+    )
+    session.commit()
+
+
+def _take_slot(session: Session, message_id: int, now: datetime, rate: float) -> datetime | None:
+    """This text's send slot under the per-sender rate limit (kept across a rate wait)."""
+    row = session.execute(
+        select(Message.slot_at, Message.from_number).where(Message.id == message_id)
+    ).one()
+    session.rollback()  # end the read: the slot is written on a connection of its own
+    if row.slot_at is not None and now - row.slot_at <= SLOT_SLACK:
+        return row.slot_at  # type: ignore[no-any-return]
+    slot = _reserve_slot(session, row.from_number, now, rate)
+    session.execute(
+        update(Message).where(Message.id == message_id).values(slot_at=slot),
+        execution_options={"synchronize_session": False},
+    )
+    session.commit()
+    return slot
+
+
+def _defer_claimed(
+    session: Session, message_id: int, claimed_at: datetime, until: datetime, now: datetime
+) -> str:
+    session.execute(
+        update(Message)
+        .where(
+            Message.id == message_id, Message.status == "claimed", Message.claimed_at == claimed_at
+        )
+        .values(
+            status="pending",
+            not_before=until,
+            defer_reason="sender rate limit",
+            claimed_at=None,
+            enqueued_at=None,
+            tries=Message.tries - 1,
+            updated_at=now,
+        ),
+        execution_options={"synchronize_session": False},
+    )
+    session.commit()
+    return "deferred"
+
+
+def _claim(session: Session, message_id: int, now: datetime) -> datetime | None:
     """The compare-and-swap that lets exactly one job send a text; committed at once, so
     a worker that dies mid-send leaves a claimed row for reconciliation, never a silent
     pending one that would be sent again."""
@@ -309,7 +432,7 @@ def _claim(session: Session, message_id: int, now: datetime) -> bool:
         execution_options={"synchronize_session": False},
     )
     session.commit()
-    return bool(result.rowcount)  # type: ignore[attr-defined]
+    return now if result.rowcount else None  # type: ignore[attr-defined]
 
 
 def _cancel_reason(message: Message, contact: Contact, task: Task | None) -> str | None:
@@ -353,20 +476,26 @@ def texting_window(stored: dict[str, Any] | None) -> dict[int, tuple[time, time]
 
 
 def _history(
-    session: Session, practice: Practice, contact: Contact, now: datetime
+    session: Session, practice: Practice, contact: Contact, message: Message, now: datetime
 ) -> compliance.History:
+    """What the caps count: texts sent, and texts that may have been (claimed or unknown:
+    another send in flight, or one whose answer was lost)."""
     week_ago = now - timedelta(days=7)
+    when = func.coalesce(Message.sent_at, Message.claimed_at)
     rows = session.execute(
-        select(Message.sent_at, Message.kind).where(
+        select(when, Message.kind).where(
             Message.contact_id == contact.id,
-            Message.sent_at.is_not(None),
-            Message.sent_at > week_ago,
+            Message.id != message.id,
+            when.is_not(None),
+            when > week_ago,
             Message.kind != "reply",
+            Message.status.in_(_SENT_OR_IN_FLIGHT),
         )
     ).all()
     day_ago = now - timedelta(days=1)
-    attempts = [at for at, _ in rows if at is not None and at > day_ago]
-    automated = [at for at, kind in rows if at is not None and kind == "automated"]
+    stamps = [(_aware(at), kind) for at, kind in rows]
+    attempts = [at for at, _ in stamps if at > day_ago]
+    automated = [at for at, kind in stamps if kind == "automated"]
     zone = ZoneInfo(practice.timezone)
     midnight = datetime.combine(now.astimezone(zone).date(), time(0), tzinfo=zone)
     sent_today = session.scalar(
@@ -379,6 +508,15 @@ def _history(
     return compliance.History(
         attempts=attempts, automated_texts=automated, practice_sent_today=int(sent_today or 0)
     )
+
+
+def _aware(value: Any) -> datetime:
+    # coalesce() loses the column type, so SQLite hands back its stored text.
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value  # type: ignore[no-any-return]
 
 
 def _reserve_slot(session: Session, number: str, now: datetime, rate: float) -> datetime:
@@ -410,13 +548,10 @@ def _defer(
     until: datetime,
     reason: str,
     now: datetime,
-    *,
-    keep_slot: bool = False,
 ) -> str:
-    if not keep_slot:
-        # A slot reserved before a long deferral is long gone; it would let a morning's
-        # worth of deferred texts out at once.
-        message.slot_at = None
+    # A slot reserved before a long deferral is long gone; it would let a morning's worth
+    # of deferred texts out at once.
+    message.slot_at = None
     message.status = "pending"
     message.not_before = until
     message.defer_reason = reason[:200]
@@ -474,21 +609,20 @@ def _failed_send(
             session.commit()
             log.warning("text %s: %s; retrying in %s", message.id, exc.message, delay)
             return "retry"
+        if task is not None:
+            mark_call_manually(session, task, now, reason="the text could not be sent")
         return _finish(session, message, "failed", now, reason=f"gave up: {exc.message}")
     log.warning("text %s refused by the provider (code %s)", message.id, exc.code)
     if exc.code == OPTED_OUT_CODE:
         # The carrier knows the patient said STOP (perhaps to another service on this
         # number): that is an opt-out for us too.
-        session.commit()  # release the shared lock before taking the exclusive one
-        locked = consent.lock_contact(session, contact.id)
         consent.opt_out(
             session,
-            locked,
+            contact,
             at=now,
             source="carrier_21610",
             task_id=task.id if task else None,
         )
-        message = session.get_one(Message, message.id)
         return _finish(session, message, "failed", now, reason="the patient opted out")
     if exc.code in LANDLINE_CODES or exc.code == INVALID_NUMBER_CODE:
         contact.sms_undeliverable_at = now
@@ -526,18 +660,31 @@ def apply_status(session: Session, params: dict[str, Any], at: datetime) -> None
     """A delivery status callback, in whatever order they come."""
     sid = params.get("MessageSid") or params.get("SmsSid")
     reported = (params.get("MessageStatus") or params.get("SmsStatus") or "").lower()
-    message = None
+    if reported not in _RANK:
+        return
+    found = None
     message_id = _int(params.get("m"))
     if message_id is not None:
-        message = session.scalar(select(Message).where(Message.id == message_id).with_for_update())
-        if message is not None and message.message_sid not in (None, sid):
-            message = None  # a forged or mixed-up id: trust the sid
-    if message is None and sid:
-        message = session.scalar(
-            select(Message).where(Message.message_sid == sid).with_for_update()
-        )
-    if message is None or reported not in _RANK:
+        found = session.execute(
+            select(Message.id, Message.contact_id, Message.message_sid).where(
+                Message.id == message_id
+            )
+        ).first()
+        if found is not None and found.message_sid not in (None, sid):
+            found = None  # a mixed-up id: trust the sid
+    if found is None and sid:
+        found = session.execute(
+            select(Message.id, Message.contact_id, Message.message_sid).where(
+                Message.message_sid == sid
+            )
+        ).first()
+    if found is None:
+        log.info("status callback for a text this service did not send: ignored")
         return
+    # The same lock order as a send (contact, then message): a callback that arrives while
+    # its send is still storing Twilio's answer waits for it, then moves the status on.
+    _locked(session, Contact, found.contact_id)
+    message = _locked(session, Message, found.id)
     if message.message_sid is None:
         # The callback beat our own record of the send (or the send's answer was lost):
         # either way Twilio has it, which settles an unknown outcome.
@@ -577,7 +724,7 @@ def reconcile_message(
     Returns found, resend, waiting or skipped.
     """
     now = clock()
-    message = session.scalar(select(Message).where(Message.id == message_id).with_for_update())
+    message = _locked_or_none(session, message_id)
     if message is None or not _needs_reconcile(message, now):
         session.rollback()
         return "skipped"
@@ -590,7 +737,7 @@ def reconcile_message(
     except GatewayError as exc:
         log.warning("text %s: could not list messages (%s)", message_id, exc.message)
         return "waiting"
-    message = session.scalar(select(Message).where(Message.id == message_id).with_for_update())
+    message = _locked_or_none(session, message_id)
     if message is None or not _needs_reconcile(message, now):
         session.rollback()
         return "skipped"
@@ -621,6 +768,15 @@ def reconcile_message(
     session.commit()
     log.info("text %s: not at the provider; sending again", message_id)
     return "resend"
+
+
+def _locked_or_none(session: Session, message_id: int) -> Message | None:
+    return session.scalar(
+        select(Message)
+        .where(Message.id == message_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
 
 
 def _needs_reconcile(message: Message, now: datetime) -> bool:

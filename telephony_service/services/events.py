@@ -11,6 +11,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
+from telephony_service.gateways.base import redact
 from telephony_service.models import WebhookEvent
 from telephony_service.services import intake
 
@@ -131,7 +132,7 @@ def _describe(exc: Exception) -> str:
         code = getattr(exc.orig, "sqlstate", None)
         return f"{type(exc).__name__} ({type(exc.orig).__name__}, SQLSTATE {code})"
     if isinstance(exc, (KeyError, ValueError, TypeError, RuntimeError, AssertionError)):
-        return f"{type(exc).__name__}: {exc}"[:300]
+        return redact(f"{type(exc).__name__}: {exc}")[:300]
     return type(exc).__name__
 
 

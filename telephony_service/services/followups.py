@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TypeVar
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from telephony_service.domain.cadence import (
@@ -24,8 +25,8 @@ from telephony_service.domain.cadence import (
 )
 from telephony_service.domain.categories import Category
 from telephony_service.domain.statuses import TaskStatus, check_transition, is_open
-from telephony_service.models import Cadence, Contact, FollowUp, Practice, Task
-from telephony_service.services import delivery
+from telephony_service.models import Cadence, Contact, FollowUp, Message, Practice, Task
+from telephony_service.services import consent, delivery
 from telephony_service.services.practices import calendar_for
 from telephony_service.services.tasks import change_status
 
@@ -129,13 +130,25 @@ def start(
 def run_followup(session: Session, followup_id: int, *, now: datetime, base_url: str) -> Outcome:
     """Run one due step. A step already run, canceled, or not yet due is a no-op."""
     outcome = Outcome()
-    followup = session.scalar(select(FollowUp).where(FollowUp.id == followup_id).with_for_update())
-    if followup is None or followup.state != "pending" or followup.due_at > now:
+    task_id = session.scalar(
+        select(FollowUp.task_id).where(
+            FollowUp.id == followup_id, FollowUp.state == "pending", FollowUp.due_at <= now
+        )
+    )
+    if task_id is None:
         session.rollback()
         return outcome
-    task = session.scalars(select(Task).where(Task.id == followup.task_id).with_for_update()).one()
+    # Lock order everywhere: contact, then task, then the rest. A STOP (which locks the
+    # contact, then its tasks) and a step writing a text to the same patient would
+    # otherwise each hold what the other waits for.
+    contact_id = session.scalar(select(Task.contact_id).where(Task.id == task_id))
+    contact = consent.lock_contact(session, contact_id) if contact_id is not None else None
+    task = _fresh_locked(session, Task, task_id)
+    followup = _fresh_locked(session, FollowUp, followup_id)
+    if followup.state != "pending" or followup.due_at > now:
+        session.rollback()
+        return outcome
     practice = session.get_one(Practice, task.practice_id)
-    contact = session.get(Contact, task.contact_id) if task.contact_id is not None else None
     if not is_open(TaskStatus(task.status)) or task.cadence_stopped_at is not None:
         followup.state = "canceled"
         followup.done_at = now
@@ -157,6 +170,18 @@ def run_followup(session: Session, followup_id: int, *, now: datetime, base_url:
     return outcome
 
 
+_Row = TypeVar("_Row", Task, FollowUp)
+
+
+def _fresh_locked(session: Session, model: type[_Row], row_id: int) -> _Row:
+    return session.scalars(
+        select(model)
+        .where(model.id == row_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).one()
+
+
 def _run(
     session: Session,
     practice: Practice,
@@ -172,6 +197,19 @@ def _run(
     index = min(followup.step, len(steps) - 1)
     action = Action(followup.action)
     if action is Action.CLOSE:
+        waiting = session.scalar(
+            select(func.max(Message.not_before)).where(
+                Message.task_id == task.id,
+                Message.kind == "automated",
+                Message.status.in_(("pending", "claimed", "unknown")),
+            )
+        )
+        if waiting is not None:
+            # The final text is still waiting (quiet hours, a cap): closing now would
+            # cancel it. Close at the end of the day it goes out instead.
+            followup.due_at = calendar_for(practice).close_of_day(max(waiting, now))
+            followup.enqueued_at = None
+            return
         _close(session, task, now)
     else:
         if action is Action.CALL and task.next_action != delivery.NEXT_CALL_MANUALLY:

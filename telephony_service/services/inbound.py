@@ -72,8 +72,20 @@ def receive_keyword(
     elif intent in (Intent.OPT_OUT, Intent.REVOCATION):
         source = "keyword" if intent is Intent.OPT_OUT else "free_text"
         task = _open_task(session, contact)
-        if intent is Intent.REVOCATION and task is not None:
-            # Worded by a person, so a person should read it: flag it for staff.
+        if intent is Intent.REVOCATION:
+            # Worded by a person, so a person should read it: flag it for staff, on a task
+            # of its own if none is open.
+            if task is None:
+                task = intake._new_task(
+                    session,
+                    practice,
+                    contact,
+                    category=Category.SMS_INQUIRY,
+                    source="sms",
+                    at=now,
+                )
+                intake._timeline(session, task, now, "created", data={"source": "sms"})
+                followups.start(session, practice, task, contact, now=now, base_url=base_url)
             task.flag = "revoked_consent"
             intake._timeline(session, task, now, "sms_reply", text=_text(params))
         if consent.opt_out(

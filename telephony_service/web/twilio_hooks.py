@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import re
 
-from flask import Blueprint, Response, abort, current_app
+from flask import Blueprint, Response, abort, current_app, request
 
 from telephony_service.domain.phones import mask_phone
 from telephony_service.services import inbound, messaging, voice
@@ -50,14 +50,17 @@ def _sid(name: str) -> str:
     return value
 
 
-def _store(kind: str, sid: str) -> None:
+def _store(kind: str, sid: str, extra: dict[str, str] | None = None) -> None:
     """Commit the raw event, then hand its id to the dispatcher (never waits on Redis)."""
     services = _services()
+    params = dict(twilio_params().items())
+    if extra:
+        params.update(extra)
     event_id = record_event(
         services.engine,
         kind=kind,
         sid=sid,
-        params=dict(twilio_params().items()),
+        params=params,
         now=services.clock(),
     )
     if event_id is None:
@@ -123,7 +126,10 @@ def sms_status() -> Response:
     status = twilio_params().get("MessageStatus", "")
     if not MESSAGE_STATUS.match(status):
         abort(400, "MessageStatus is missing or malformed")
-    _store("sms.status", f"{sid}:{status}")
+    # The outbox id we put in the callback URL (signed with it): it finds the text even
+    # before its send has stored the MessageSid, and for replies sent in TwiML.
+    outbox_id = request.args.get("m", "")
+    _store("sms.status", f"{sid}:{status}", {"m": outbox_id} if outbox_id.isdigit() else None)
     return _twiml(messaging.empty())
 
 

@@ -145,3 +145,40 @@ def test_it_stops_the_cadence_when_an_agent_reaches_the_patient(
     assert task.status == "reached"
     assert task.cadence_stop_reason == "reached"
     assert all(state == "canceled" for step, _, state, _ in _steps(services) if step > 0)
+
+
+def test_it_closes_only_after_a_deferred_final_message_went_out(
+    services: Services,
+    client: FlaskClient,
+    worker_redis: Redis,
+    twilio_messages: FakeMessages,
+    clock: FakeClock,
+) -> None:
+    from telephony_service.services.practices import set_texting_hours
+
+    practice = make_practice(services)
+    with services.session() as session:
+        weekdays = {day: ("08:00", "20:00") for day in ("mon", "tue", "wed", "thu")}
+        set_texting_hours(
+            session, practice.id, {**weekdays, "fri": None, "sat": ("10:00", "14:00"), "sun": None}
+        )
+        session.commit()
+    call_ended(client, new_sid("CA"))  # Tuesday 10:00
+    run_jobs(services, worker_redis)
+    for at in (
+        datetime(2026, 11, 17, 16, 0, tzinfo=UTC),
+        datetime(2026, 11, 18, 15, 1, tzinfo=UTC),
+        datetime(2026, 11, 20, 15, 0, tzinfo=UTC),  # Friday 10:00: the final text must wait
+        datetime(2026, 11, 20, 22, 0, tzinfo=UTC),  # Friday's close: not yet
+    ):
+        _tick(services, clock, worker_redis, at)
+    [task] = tasks_of(services)
+    assert task.status == "new"
+    assert messages(services)[-1].status == "pending"
+
+    _tick(services, clock, worker_redis, datetime(2026, 11, 21, 15, 0, tzinfo=UTC))  # Sat 10:00
+    assert messages(services)[-1].purpose == "final_message"
+    assert messages(services)[-1].status == "queued"
+    _tick(services, clock, worker_redis, datetime(2026, 11, 23, 22, 0, tzinfo=UTC))  # Mon close
+    [task] = tasks_of(services)
+    assert task.status == "closed_no_response"
