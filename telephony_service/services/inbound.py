@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from telephony_service.domain.categories import Category
@@ -44,13 +45,33 @@ def is_keyword(body: str | None) -> bool:
     return classify(body) in KEYWORD_INTENTS
 
 
+# PostgreSQL's "deadlock detected" and "could not serialize": the transaction is
+# rolled back whole and may simply run again.
+_RETRYABLE_SQLSTATES = frozenset({"40P01", "40001"})
+
+
 def receive_keyword(
     session: Session, params: dict[str, Any], *, now: datetime, base_url: str
 ) -> Answer:
     """Apply a keyword text at once and return the reply, if one is due.
 
     A retried delivery of the same MessageSid gets the same answer and changes nothing.
+    Twilio does not retry an inbound text that failed, so a transaction that lost a
+    deadlock is run again here rather than dropping the patient's STOP.
     """
+    for attempt in range(3):
+        try:
+            return _receive_keyword(session, params, now=now, base_url=base_url)
+        except DBAPIError as exc:
+            session.rollback()
+            if getattr(exc.orig, "sqlstate", None) not in _RETRYABLE_SQLSTATES or attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _receive_keyword(
+    session: Session, params: dict[str, Any], *, now: datetime, base_url: str
+) -> Answer:
     sid = params["MessageSid"]
     if not _store_applied(session, sid, params, now):
         session.rollback()

@@ -95,8 +95,10 @@ def test_it_runs_a_step_once_when_its_job_runs_twice(
         services.work.enqueue_followup(followup_id)
     run_jobs(services, worker_redis)
     with services.session() as session:
-        steps = session.scalars(select(FollowUp.step)).all()
-    assert sorted(steps) == sorted(set(steps))
+        steps = session.execute(select(FollowUp.step, FollowUp.state)).all()
+    # The attempt-1 step ran once and scheduled attempt 2 once; no text was written twice.
+    assert sorted(steps) == [(0, "done"), (1, "done"), (2, "pending")]
+    assert [m.purpose for m in messages(services)] == ["text_back"]
 
 
 def test_it_stops_the_cadence_when_the_patient_calls_again(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
+from datetime import UTC, datetime
 
 from flask.testing import FlaskClient
 from redis import Redis
@@ -119,7 +120,6 @@ def test_it_cancels_pending_texts_at_once_on_stop(
     twilio_messages: FakeMessages,
     clock: FakeClock,
 ) -> None:
-    from datetime import UTC, datetime
 
     make_practice(services)
     clock.now = datetime(2026, 11, 18, 2, 30, tzinfo=UTC)  # quiet hours: the text waits
@@ -189,7 +189,11 @@ def test_it_attaches_a_reply_to_the_open_task_and_stops_the_cadence(
 
 
 def test_it_opens_an_sms_inquiry_for_a_text_with_no_open_task(
-    services: Services, client: FlaskClient, worker_redis: Redis, twilio_messages: FakeMessages
+    services: Services,
+    client: FlaskClient,
+    worker_redis: Redis,
+    twilio_messages: FakeMessages,
+    clock: FakeClock,
 ) -> None:
     make_practice(services)
     _text_in(client, "Do you take new patients?")
@@ -198,7 +202,14 @@ def test_it_opens_an_sms_inquiry_for_a_text_with_no_open_task(
 
     [task] = tasks_of(services)
     assert task.category == "sms_inquiry"
-    assert twilio_messages.sent == []  # the patient wrote to us: no automated text
+    # The patient wrote to us: a call back is due, but no automated text, ever.
+    assert task.next_action == "call_back"
+    for day in (18, 19, 20, 23, 24, 25):
+        clock.now = datetime(2026, 11, day, 15, 0, tzinfo=UTC)
+        schedule_once(services)
+        run_jobs(services, worker_redis)
+    assert twilio_messages.sent == []
+    assert messages(services) == []
 
 
 def test_it_dedupes_an_inbound_text_on_message_sid(
