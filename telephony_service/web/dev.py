@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from flask import Blueprint, Response, current_app, jsonify, render_template, request
+from flask import Blueprint, Response, abort, current_app, jsonify, render_template, request
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -22,6 +22,15 @@ from telephony_service.wiring import Services
 bp = Blueprint("dev", __name__, url_prefix="/dev", template_folder="../templates")
 
 OUTBOX_LIMIT = 100
+_LOOPBACK = frozenset({"127.0.0.1", "::1"})
+
+
+@bp.before_request
+def _local_only() -> None:
+    # The bodies carry live scheduling links: a server run without Twilio credentials but
+    # reachable from elsewhere (a staging box) must not show them to the network.
+    if request.remote_addr not in _LOOPBACK:
+        abort(404)
 
 
 @dataclass(frozen=True)

@@ -140,3 +140,8 @@ def test_it_is_not_there_when_twilio_credentials_are_set(services, client):
     assert services.settings.twilio_enabled
     assert client.get("/dev/outbox").status_code == 404
     assert client.get("/dev/outbox?format=json").status_code == 404
+
+
+def test_it_hides_the_outbox_from_other_machines(dev_client: FlaskClient) -> None:
+    response = dev_client.get("/dev/outbox", environ_base={"REMOTE_ADDR": "203.0.113.9"})
+    assert response.status_code == 404
