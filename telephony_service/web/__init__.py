@@ -8,6 +8,7 @@ from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
 
 from telephony_service.settings import Settings, load_settings
+from telephony_service.web.sessions import LazyCookieSessionInterface
 from telephony_service.wiring import Services, build_services
 
 
@@ -26,6 +27,7 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
         JSON_SORT_KEYS=False,
     )
     app.extensions["telephony"] = services
+    app.session_interface = LazyCookieSessionInterface()
 
     from telephony_service.web import api, dev, health, twilio_hooks
     from telephony_service.web import links as patient_links
