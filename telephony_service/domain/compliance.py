@@ -18,11 +18,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import holidays
 import phonenumbers
-from phonenumbers import geocoder
 from phonenumbers.tzdata import TIMEZONE_DATA
 
 from telephony_service.domain.phones import number_timezones
-from telephony_service.domain.states import STATE_CODES, STATE_RULES, US_STATE_CODES, StateRule
+from telephony_service.domain.states import AREA_CODE_STATES, STATE_RULES, StateRule
 
 Hours = tuple[time, time]
 
@@ -177,19 +176,11 @@ def contact_zones(phone: str, known_zone: str | None) -> tuple[str, ...]:
 
 @functools.lru_cache(maxsize=4096)
 def state_for_number(phone: str) -> str | None:
-    """Two-letter US state of a number's area code or exchange, if the geocoder knows it."""
+    """Two-letter US state of a number's area code, if it is a geographic US one."""
     number = _parse(phone)
     if number is None or phonenumbers.region_code_for_number(number) != "US":
         return None
-    # The geocoder gives "San Francisco, CA" for a known exchange and "California" where it only
-    # knows the area code; toll-free and other non-geographic numbers give "".
-    description = str(geocoder.description_for_number(number, "en"))
-    if description in STATE_CODES:
-        return STATE_CODES[description]
-    _, comma, code = description.rpartition(", ")
-    if comma and code in US_STATE_CODES:
-        return code
-    return None
+    return AREA_CODE_STATES.get(int(str(number.national_number)[:3]))
 
 
 @functools.lru_cache(maxsize=256)

@@ -712,3 +712,15 @@ def test_it_rejects_a_policy_it_cannot_apply() -> None:
         policy(daily_send_cap=-1)
     with pytest.raises(ValueError, match="unknown time zone"):
         gate(utc(2026, 1, 12, 15), contact(timezone="Mars/Olympus_Mons"))
+
+
+def test_it_knows_the_state_of_every_us_area_code_it_lists() -> None:
+    from telephony_service.domain.states import AREA_CODE_STATES
+
+    assert len(AREA_CODE_STATES) > 300
+    assert all(len(code) == 2 and code.isupper() for code in AREA_CODE_STATES.values())
+    expected = {"+16175550100": "MA", "+12125550100": "NY", "+18085550100": "HI"}
+    expected |= {"+19075550100": "AK", "+17135550100": "TX", "+12025550143": "DC"}
+    for phone, state in expected.items():
+        assert state_for_number(phone) == state
+    assert state_for_number("+18005550100") is None  # toll-free: no state
