@@ -68,6 +68,12 @@ def run_followup(followup_id: int) -> None:
 
 
 def _hand_over(wired: Services, message_ids: list[int]) -> None:
-    # Texts due now go straight to RQ; if Redis fails here the scheduler finds them.
+    """Send the texts an event or a step made due now, here, rather than in jobs of their
+    own: a text-back is the patient's first answer, and a trip through the queue (behind
+    whatever else is waiting) would only delay it. Each send claims its row like a send
+    job does; one that fails here is found by the scheduler, as a lost job would be."""
     for message_id in message_ids:
-        wired.work.enqueue_send(message_id)
+        with wired.session() as session:
+            delivery.send_message(
+                session, wired.gateway, message_id, clock=wired.clock, settings=wired.send_settings
+            )

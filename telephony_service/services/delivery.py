@@ -13,13 +13,13 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
+from time import monotonic as _monotonic
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 import phonenumbers
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import Engine, and_, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from telephony_service.domain import compliance
@@ -189,12 +189,11 @@ def queue_text(
         created_at=now,
         updated_at=now,
     )
-    try:
-        with session.begin_nested():
-            session.add(message)
-            session.flush()
-    except IntegrityError:
-        return None  # written by a concurrent run of the same step
+    # The key is unique: the steps that write texts run under the task's lock, so a
+    # concurrent duplicate would fail this transaction whole, and its retry finds the text
+    # written and returns above.
+    session.add(message)
+    session.flush()
     if link is not None:
         link.message_id = message.id
     return message
@@ -230,9 +229,10 @@ def send_message(
     has it), deferred, blocked, canceled, sent, retry, failed or unknown.
     """
     now = clock()
-    claimed_at = _claim(session, message_id, now)
-    if claimed_at is None:
+    contact_id = _claim_returning(session, message_id, now)
+    if contact_id is None:
         return "skipped"
+    claimed_at = now
     if settings.sender_rate:
         # Reserved before any lock is taken: the slot lives in a row of its own.
         slot = _take_slot(session, message_id, now, settings.sender_rate)
@@ -258,11 +258,13 @@ def _send_claimed(
     *,
     clock: Clock,
     settings: SendSettings,
+    contact_id: int | None = None,
 ) -> str:
     now = clock()
-    contact_id = session.scalar(select(Message.contact_id).where(Message.id == message_id))
     if contact_id is None:
-        return "skipped"
+        contact_id = session.scalar(select(Message.contact_id).where(Message.id == message_id))
+        if contact_id is None:
+            return "skipped"
     postgres = _dialect(session) == "postgresql"
     if postgres:
         # Lock order everywhere: contact, then task, then message. The contact stays
@@ -277,7 +279,7 @@ def _send_claimed(
         return "skipped"
     if not postgres:
         contact = session.get_one(Contact, contact_id)
-    practice = session.get_one(Practice, message.practice_id)
+    practice = _practices.get(session, message.practice_id)
     task = session.get(Task, message.task_id) if message.task_id is not None else None
 
     reason = _cancel_reason(message, contact, task)
@@ -336,6 +338,55 @@ def _dialect(session: Session) -> str:
     return session.get_bind().dialect.name
 
 
+@dataclass(frozen=True)
+class PracticePolicy:
+    """What a send needs of its practice, cached briefly in the worker: practices change
+    rarely (a manager's quiet hours take effect within POLICY_TTL), and a query per text
+    was a sixth of a send's database round trips."""
+
+    id: int
+    timezone: str
+    texting_hours: dict[str, Any] | None
+    daily_send_cap: int
+
+
+POLICY_TTL = 30.0
+
+
+class _PracticeCache:
+    def __init__(self) -> None:
+        self._entries: dict[int, tuple[float, PracticePolicy]] = {}
+
+    def get(self, session: Session, practice_id: int) -> PracticePolicy:
+        now = _monotonic()
+        hit = self._entries.get(practice_id)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        practice = session.get_one(Practice, practice_id)
+        policy = PracticePolicy(
+            id=practice.id,
+            timezone=practice.timezone,
+            texting_hours=practice.texting_hours,
+            daily_send_cap=practice.daily_send_cap,
+        )
+        if len(self._entries) > 10_000:
+            self._entries.clear()
+        self._entries[practice_id] = (now + POLICY_TTL, policy)
+        return policy
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+
+_practices = _PracticeCache()
+
+
+def forget_practice(practice_id: int | None = None) -> None:
+    """Drop this process's cached copy (a setting changed here; other processes catch up
+    within POLICY_TTL)."""
+    _practices.clear()
+
+
 def _locked(session: Session, model: type[_M], row_id: int) -> _M:
     """A row locked for update, read afresh (never the session's older copy)."""
     return session.scalars(
@@ -352,21 +403,17 @@ def _own(session: Session, message_id: int, claimed_at: datetime, now: datetime)
     A conditional write, so on SQLite too it takes the write lock: nothing else can change
     the text (or settle it as lost) until this send's outcome is stored.
     """
-    result = session.execute(
+    return session.scalars(
         update(Message)
         .where(
             Message.id == message_id,
             Message.status == "claimed",
             Message.claimed_at == claimed_at,
         )
-        .values(updated_at=now),
-        execution_options={"synchronize_session": False},
-    )
-    if not result.rowcount:  # type: ignore[attr-defined]
-        return None
-    return session.scalars(
-        select(Message).where(Message.id == message_id).execution_options(populate_existing=True)
-    ).one()
+        .values(updated_at=now)
+        .returning(Message)
+        .execution_options(populate_existing=True, synchronize_session=False)
+    ).one_or_none()
 
 
 def _fail_claimed(session: Session, message_id: int, claimed_at: datetime, now: datetime) -> None:
@@ -425,14 +472,24 @@ def _claim(session: Session, message_id: int, now: datetime) -> datetime | None:
     """The compare-and-swap that lets exactly one job send a text; committed at once, so
     a worker that dies mid-send leaves a claimed row for reconciliation, never a silent
     pending one that would be sent again."""
-    result = session.execute(
+    claimed = _claim_returning(session, message_id, now)
+    return None if claimed is None else now
+
+
+def _claim_returning(session: Session, message_id: int, now: datetime) -> int | None:
+    """The claim, in one autocommitted statement; returns the text's contact id."""
+    statement = (
         update(Message)
         .where(Message.id == message_id, Message.status == "pending", Message.not_before <= now)
-        .values(status="claimed", claimed_at=now, tries=Message.tries + 1, updated_at=now),
-        execution_options={"synchronize_session": False},
+        .values(status="claimed", claimed_at=now, tries=Message.tries + 1, updated_at=now)
+        .returning(Message.contact_id)
     )
-    session.commit()
-    return now if result.rowcount else None  # type: ignore[attr-defined]
+    bind = session.get_bind()
+    engine = bind if isinstance(bind, Engine) else bind.engine
+    with engine.connect() as connection:
+        autocommit = connection.execution_options(isolation_level="AUTOCOMMIT")
+        contact_id = autocommit.execute(statement).scalar()
+    return None if contact_id is None else int(contact_id)
 
 
 def _cancel_reason(message: Message, contact: Contact, task: Task | None) -> str | None:
@@ -450,7 +507,7 @@ def _cancel_reason(message: Message, contact: Contact, task: Task | None) -> str
     return None
 
 
-def policy_for(practice: Practice) -> compliance.Policy:
+def policy_for(practice: Practice | PracticePolicy) -> compliance.Policy:
     return compliance.Policy(
         practice_timezone=practice.timezone,
         texting_window=texting_window(practice.texting_hours),
@@ -476,7 +533,11 @@ def texting_window(stored: dict[str, Any] | None) -> dict[int, tuple[time, time]
 
 
 def _history(
-    session: Session, practice: Practice, contact: Contact, message: Message, now: datetime
+    session: Session,
+    practice: Practice | PracticePolicy,
+    contact: Contact,
+    message: Message,
+    now: datetime,
 ) -> compliance.History:
     """What the caps count: texts sent, and texts that may have been (claimed or unknown:
     another send in flight, or one whose answer was lost)."""

@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -18,7 +19,15 @@ from telephony_service.domain.categories import BASE_PRIORITY, INQUIRY_CATEGORIE
 from telephony_service.domain.phones import mask_phone, normalise_phone
 from telephony_service.domain.sla import first_response_due
 from telephony_service.domain.statuses import OPEN, TaskStatus
-from telephony_service.models import Call, Contact, Practice, Task, TaskEvent, WebhookEvent
+from telephony_service.models import (
+    Base,
+    Call,
+    Contact,
+    Practice,
+    Task,
+    TaskEvent,
+    WebhookEvent,
+)
 from telephony_service.services import consent, delivery, followups, inbound
 from telephony_service.services.practices import calendar_for
 
@@ -375,12 +384,19 @@ def _lock_call(session: Session, call_sid: str, at: datetime) -> Call:
     call = session.scalar(query)
     if call is not None:
         return call
-    try:
-        with session.begin_nested():
-            session.add(Call(call_sid=call_sid, created_at=at))
-    except IntegrityError:
-        pass  # another worker created it between our select and insert
+    _insert_if_absent(session, Call, {"call_sid": call_sid, "created_at": at}, ["call_sid"])
     return session.scalars(query).one()
+
+
+def _insert_if_absent(
+    session: Session, model: type[Base], values: dict[str, Any], keys: list[str]
+) -> None:
+    """INSERT … ON CONFLICT DO NOTHING: another worker may have created the row since our
+    look; one statement instead of a savepoint's three round trips."""
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    session.execute(
+        dialect.insert(model).values(**values).on_conflict_do_nothing(index_elements=keys)
+    )
 
 
 def _lock_contact(session: Session, practice_id: int, phone: str, at: datetime) -> Contact:
@@ -393,11 +409,12 @@ def _lock_contact(session: Session, practice_id: int, phone: str, at: datetime) 
     contact = session.scalar(query)
     if contact is not None:
         return contact
-    try:
-        with session.begin_nested():
-            session.add(Contact(practice_id=practice_id, phone=phone, created_at=at))
-    except IntegrityError:
-        pass
+    _insert_if_absent(
+        session,
+        Contact,
+        {"practice_id": practice_id, "phone": phone, "created_at": at},
+        ["practice_id", "phone"],
+    )
     return session.scalars(query).one()
 
 

@@ -216,6 +216,13 @@ def texting_hours_of(practice: Practice) -> TextingHours | None:
     }
 
 
+def _forget_cached_policy() -> None:
+    # Imported here: delivery imports this module's neighbours at load time.
+    from telephony_service.services.delivery import forget_practice
+
+    forget_practice()
+
+
 def set_texting_hours(
     session: Session, practice_id: int, hours: Mapping[str, TextingWindow] | None
 ) -> Practice:
@@ -224,6 +231,7 @@ def set_texting_hours(
     Weekdays left out keep their window (the legal floor's hours if none was set yet).
     """
     practice = _practice(session, practice_id)
+    _forget_cached_policy()
     if hours is None:
         # SQL NULL, not the JSON null that assigning None would store.
         session.execute(
@@ -251,6 +259,7 @@ def set_daily_send_cap(session: Session, practice_id: int, cap: int) -> Practice
         raise InvalidInput(f"the daily send cap must be 1 to {MAX_DAILY_SEND_CAP:,}, not {cap}")
     practice.daily_send_cap = cap
     session.flush()
+    _forget_cached_policy()
     return practice
 
 
