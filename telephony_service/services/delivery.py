@@ -22,6 +22,7 @@ from sqlalchemy import Engine, and_, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from telephony_service.db import relax_commit
 from telephony_service.domain import compliance
 from telephony_service.domain.phones import mask_phone
 from telephony_service.domain.statuses import TaskStatus, is_open
@@ -266,6 +267,9 @@ def _send_claimed(
         if contact_id is None:
             return "skipped"
     postgres = _dialect(session) == "postgresql"
+    # Losing this transaction to a crash leaves the text claimed, which reconciliation
+    # settles from Twilio's list; the claim itself was committed durably.
+    relax_commit(session)
     if postgres:
         # Lock order everywhere: contact, then task, then message. The contact stays
         # locked until the outcome is stored: an opt-out waits for this send instead of

@@ -15,6 +15,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from telephony_service.db import relax_commit
 from telephony_service.domain.categories import BASE_PRIORITY, INQUIRY_CATEGORIES, Category
 from telephony_service.domain.phones import mask_phone, normalise_phone
 from telephony_service.domain.sla import first_response_due
@@ -55,6 +56,7 @@ def apply_event(
     Returns the ids of texts it made ready to send now (a text-back), or None when there
     was nothing to do (unknown id, already applied).
     """
+    relax_commit(session)
     event = session.execute(
         select(WebhookEvent).where(WebhookEvent.id == event_id).with_for_update()
     ).scalar_one_or_none()
