@@ -35,10 +35,11 @@ format: $(BIN)/.installed
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-## bench: webhook throughput and latency under gunicorn (prints JSON)
+## bench: webhook throughput and latency under gunicorn; missed call to text-back (JSON)
 bench: $(BIN)/.installed
 	./scripts/ensure-services
 	$(BIN)/python bench/webhook.py
+	$(BIN)/python bench/speed_to_patient.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
