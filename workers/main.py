@@ -16,9 +16,10 @@ from rq import Queue, SimpleWorker
 from telephony_service.settings import Settings
 from telephony_service.wiring import build_services
 from telephony_service.workqueue import QUEUE_NAME
+from workers import relay as relay_pass
 from workers import runtime
-from workers.relay import Relay, relay_once
-from workers.scheduler import Scheduler
+from workers import scheduler as scheduler_pass
+from workers.relay import Every
 
 log = logging.getLogger(__name__)
 
@@ -31,10 +32,12 @@ def run_worker(settings: Settings, *, burst: bool = False) -> None:
     # webhook's short socket timeout.
     connection = Redis.from_url(settings.redis_url)
     worker = SimpleWorker([Queue(QUEUE_NAME, connection=connection)], connection=connection)
-    relay = Relay(services)
-    relay_once(services)
+    relay = Every("relay", relay_pass.relay_once, services, relay_pass.INTERVAL_SECONDS)
+    relay_pass.relay_once(services)
     relay.start()
-    scheduler = Scheduler(services)
+    scheduler = Every(
+        "scheduler", scheduler_pass.schedule_once, services, scheduler_pass.INTERVAL_SECONDS
+    )
     scheduler.start()
     log.info("worker listening on queue %r", QUEUE_NAME)
     try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from rq.exceptions import NoSuchJobError
@@ -70,11 +71,15 @@ def _abandoned(job: Job) -> bool:
     return datetime.now(UTC) - started > ABANDONED_AFTER
 
 
-class Relay(threading.Thread):
-    """Runs relay_once every few seconds beside the worker, until stopped."""
+class Every(threading.Thread):
+    """Runs one pass (the relay's, the scheduler's) every few seconds beside the worker,
+    until stopped. A failing pass is logged and tried again at the next tick."""
 
-    def __init__(self, services: Services, interval: float = INTERVAL_SECONDS) -> None:
-        super().__init__(name="relay", daemon=True)
+    def __init__(
+        self, name: str, work: Callable[[Services], object], services: Services, interval: float
+    ) -> None:
+        super().__init__(name=name, daemon=True)
+        self.work = work
         self.services = services
         self.interval = interval
         self.stopped = threading.Event()
@@ -82,6 +87,6 @@ class Relay(threading.Thread):
     def run(self) -> None:
         while not self.stopped.wait(self.interval):
             try:
-                relay_once(self.services)
+                self.work(self.services)
             except Exception:
-                log.exception("relay pass failed; trying again in %.0f s", self.interval)
+                log.exception("%s pass failed; trying again in %.1f s", self.name, self.interval)

@@ -9,7 +9,6 @@ Redis flush never make a second send: the send itself is claimed in the database
 from __future__ import annotations
 
 import logging
-import threading
 
 from telephony_service.services import delivery, followups
 from telephony_service.wiring import Services
@@ -40,18 +39,3 @@ def schedule_once(services: Services) -> int:
         clear_dead_job(services, followup_job_id(followup_id))
         enqueued += work.enqueue_followup(followup_id)
     return enqueued
-
-
-class Scheduler(threading.Thread):
-    def __init__(self, services: Services, interval: float = INTERVAL_SECONDS) -> None:
-        super().__init__(name="scheduler", daemon=True)
-        self.services = services
-        self.interval = interval
-        self.stopped = threading.Event()
-
-    def run(self) -> None:
-        while not self.stopped.wait(self.interval):
-            try:
-                schedule_once(self.services)
-            except Exception:
-                log.exception("scheduler pass failed; trying again shortly")

@@ -7,6 +7,7 @@ from datetime import datetime
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from telephony_service.db import locked
 from telephony_service.domain.statuses import OPEN
 from telephony_service.models import ConsentChange, Contact, FollowUp, Message, Task, TaskEvent
 
@@ -17,12 +18,7 @@ UNSENT = ("pending", "unknown")
 
 def lock_contact(session: Session, contact_id: int) -> Contact:
     """The contact row, locked against a send in flight (which holds it shared)."""
-    return session.scalars(
-        select(Contact)
-        .where(Contact.id == contact_id)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    ).one()
+    return locked(session, Contact, contact_id)
 
 
 def opt_out(

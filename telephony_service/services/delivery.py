@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
 from time import monotonic as _monotonic
-from typing import Any, TypeVar
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import phonenumbers
@@ -22,7 +22,7 @@ from sqlalchemy import Engine, and_, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from telephony_service.db import relax_commit
+from telephony_service.db import locked, relax_commit
 from telephony_service.domain import compliance
 from telephony_service.domain.phones import mask_phone
 from telephony_service.domain.statuses import TaskStatus, is_open
@@ -42,7 +42,6 @@ from telephony_service.wording import TemplateTooLong, render_sms
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
-_M = TypeVar("_M")
 
 # Statuses Twilio reports, in the order a message moves through them. A callback that
 # arrives late (a "sent" after "delivered") must not move a message back.
@@ -275,7 +274,7 @@ def _send_claimed(
         # locked until the outcome is stored: an opt-out waits for this send instead of
         # slipping in between the gate and Twilio, and two texts to one patient go one
         # after the other, each seeing the other in the caps.
-        contact = _locked(session, Contact, contact_id)
+        contact = locked(session, Contact, contact_id)
     message = _own(session, message_id, claimed_at, now)
     if message is None:
         # Reconciliation took the claim back (this worker stalled past the lease).
@@ -389,16 +388,6 @@ def forget_practice(practice_id: int | None = None) -> None:
     """Drop this process's cached copy (a setting changed here; other processes catch up
     within POLICY_TTL)."""
     _practices.clear()
-
-
-def _locked(session: Session, model: type[_M], row_id: int) -> _M:
-    """A row locked for update, read afresh (never the session's older copy)."""
-    return session.scalars(
-        select(model)
-        .where(model.id == row_id)  # type: ignore[attr-defined]
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    ).one()
 
 
 def _own(session: Session, message_id: int, claimed_at: datetime, now: datetime) -> Message | None:
@@ -748,8 +737,8 @@ def apply_status(session: Session, params: dict[str, Any], at: datetime) -> None
         return
     # The same lock order as a send (contact, then message): a callback that arrives while
     # its send is still storing Twilio's answer waits for it, then moves the status on.
-    _locked(session, Contact, found.contact_id)
-    message = _locked(session, Message, found.id)
+    locked(session, Contact, found.contact_id)
+    message = locked(session, Message, found.id)
     if message.message_sid is None:
         # The callback beat our own record of the send (or the send's answer was lost):
         # either way Twilio has it, which settles an unknown outcome.

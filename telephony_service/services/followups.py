@@ -10,11 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from time import monotonic
-from typing import TypeVar
 
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
+from telephony_service.db import locked
 from telephony_service.domain.cadence import (
     DEFAULT_CADENCES,
     Action,
@@ -169,8 +169,8 @@ def run_followup(session: Session, followup_id: int, *, now: datetime, base_url:
     # otherwise each hold what the other waits for.
     contact_id = session.scalar(select(Task.contact_id).where(Task.id == task_id))
     contact = consent.lock_contact(session, contact_id) if contact_id is not None else None
-    task = _fresh_locked(session, Task, task_id)
-    followup = _fresh_locked(session, FollowUp, followup_id)
+    task = locked(session, Task, task_id)
+    followup = locked(session, FollowUp, followup_id)
     if followup.state != "pending" or followup.due_at > now:
         session.rollback()
         return outcome
@@ -194,18 +194,6 @@ def run_followup(session: Session, followup_id: int, *, now: datetime, base_url:
     )
     session.commit()
     return outcome
-
-
-_Row = TypeVar("_Row", Task, FollowUp)
-
-
-def _fresh_locked(session: Session, model: type[_Row], row_id: int) -> _Row:
-    return session.scalars(
-        select(model)
-        .where(model.id == row_id)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    ).one()
 
 
 def _run(
