@@ -9,7 +9,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from types import MappingProxyType
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import holidays
+from telephony_service.domain.us_holidays import us_holidays
 
 WeeklyHours = Mapping[int, Sequence[tuple[time, time]]]
 
@@ -90,7 +90,7 @@ def dump_weekly_hours(hours: WeeklyHours) -> dict[str, list[list[str]]]:
 def _us_holidays(year: int) -> frozenset[date]:
     # The library files observed dates under the year they fall in (e.g. 2021-12-31 for
     # New Year's Day 2022), so one year's lookup is enough for any date in that year.
-    return frozenset(holidays.country_holidays("US", years=year))
+    return frozenset(us_holidays(year))
 
 
 def _require_aware(at: datetime) -> None:

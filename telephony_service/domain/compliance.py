@@ -16,12 +16,12 @@ from enum import StrEnum
 from typing import TypeAlias
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import holidays
 import phonenumbers
 from phonenumbers.tzdata import TIMEZONE_DATA
 
 from telephony_service.domain.phones import number_timezones
 from telephony_service.domain.states import AREA_CODE_STATES, STATE_RULES, StateRule
+from telephony_service.domain.us_holidays import us_holidays
 
 Hours = tuple[time, time]
 
@@ -187,7 +187,7 @@ def state_for_number(phone: str) -> str | None:
 def _state_holidays(state: str, year: int) -> Mapping[date, str]:
     # Built once per state and year: evaluate() runs on every send. The library files observed
     # dates under the year they fall in, so one year's table answers for any date in it.
-    return dict(holidays.country_holidays("US", subdiv=state, years=year))
+    return us_holidays(year, subdiv=state)
 
 
 def _intersect_hours(a: Hours, b: Hours) -> Hours | None:

@@ -298,3 +298,22 @@ def test_it_rejects_bad_weekly_hours(data: dict[str, list[list[str]]], message: 
 def test_it_accepts_back_to_back_intervals() -> None:
     hours = parse_weekly_hours({"mon": [["08:00", "12:00"], ["12:00", "17:00"]]})
     assert len(hours[0]) == 2
+
+
+def test_it_loads_only_the_united_states_holiday_calendar() -> None:
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, datetime\n"
+        "from telephony_service.domain.calendar import BusinessCalendar\n"
+        "from telephony_service.domain.compliance import _state_holidays\n"
+        "cal = BusinessCalendar('America/New_York')\n"
+        "assert not cal.is_business_day(datetime.date(2026, 11, 26))  # Thanksgiving\n"
+        "assert datetime.date(2026, 2, 17) in _state_holidays('LA', 2026)  # Mardi Gras\n"
+        "print(sum(m.startswith('holidays.countries.') for m in sys.modules))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "1"
