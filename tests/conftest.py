@@ -29,6 +29,7 @@ from telephony_service.migrate import upgrade
 from telephony_service.models import Base
 from telephony_service.services.delivery import forget_practice
 from telephony_service.services.followups import forget_cadences
+from telephony_service.services.practices import forget_calendars
 from telephony_service.settings import Settings
 from telephony_service.web import create_app
 from telephony_service.wiring import Services, build_services
@@ -171,6 +172,7 @@ def services(settings: Settings, clock: FakeClock) -> Iterator[Services]:
     # Ids restart in every test: a practice cached by an earlier test is not this one.
     forget_practice()
     forget_cadences()
+    forget_calendars()
     flush_redis(wired.redis)
     _clean(wired.engine)
     yield wired

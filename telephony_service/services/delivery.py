@@ -36,7 +36,7 @@ from telephony_service.models import (
     TaskEvent,
 )
 from telephony_service.services import consent
-from telephony_service.services.links import create_link, link_url
+from telephony_service.services.links import add_link, link_url, new_token
 from telephony_service.wording import TemplateTooLong, render_sms
 
 log = logging.getLogger(__name__)
@@ -144,19 +144,15 @@ def queue_text(
         "practice_number": display_number(practice.twilio_number),
         "first_text": _first_of_thread(session, contact.id, now),
     }
-    link = None
+    token = None
     if with_link:
-        link, token = create_link(
-            session, practice_id=practice.id, task_id=task.id if task else None, now=now
-        )
+        token = new_token()
         context["link"] = link_url(base_url, token)
     try:
         rendered = render_sms(template, **context)
     except TemplateTooLong as exc:
         # A practice renamed since it was checked: the task must still be made; staff call.
         log.error("text %s for task %s not written: %s", template, task.id if task else None, exc)
-        if link is not None:
-            session.expunge(link)
         if task is not None:
             session.add(
                 TaskEvent(
@@ -194,8 +190,15 @@ def queue_text(
     # written and returns above.
     session.add(message)
     session.flush()
-    if link is not None:
-        link.message_id = message.id
+    if token is not None:
+        add_link(
+            session,
+            token,
+            practice_id=practice.id,
+            task_id=task.id if task else None,
+            message_id=message.id,
+            now=now,
+        )
     return message
 
 

@@ -8,7 +8,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
@@ -21,7 +21,6 @@ from telephony_service.domain.phones import mask_phone, normalise_phone
 from telephony_service.domain.sla import first_response_due
 from telephony_service.domain.statuses import OPEN, TaskStatus
 from telephony_service.models import (
-    Base,
     Call,
     Contact,
     Practice,
@@ -382,42 +381,40 @@ def _practice_by_number(session: Session, raw: Any) -> Practice | None:
 
 def _lock_call(session: Session, call_sid: str, at: datetime) -> Call:
     """The call row for a CallSid, created by whichever callback arrives first, locked."""
-    query = select(Call).where(Call.call_sid == call_sid).with_for_update()
-    call = session.scalar(query)
-    if call is not None:
-        return call
-    _insert_if_absent(session, Call, {"call_sid": call_sid, "created_at": at}, ["call_sid"])
-    return session.scalars(query).one()
-
-
-def _insert_if_absent(
-    session: Session, model: type[Base], values: dict[str, Any], keys: list[str]
-) -> None:
-    """INSERT … ON CONFLICT DO NOTHING: another worker may have created the row since our
-    look; one statement instead of a savepoint's three round trips."""
-    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-    session.execute(
-        dialect.insert(model).values(**values).on_conflict_do_nothing(index_elements=keys)
-    )
+    return _upsert_locked(session, Call, {"call_sid": call_sid, "created_at": at}, ["call_sid"])
 
 
 def _lock_contact(session: Session, practice_id: int, phone: str, at: datetime) -> Contact:
     """The contact for a number, locked: two calls from one number must not open two tasks."""
-    query = (
-        select(Contact)
-        .where(Contact.practice_id == practice_id, Contact.phone == phone)
-        .with_for_update()
-    )
-    contact = session.scalar(query)
-    if contact is not None:
-        return contact
-    _insert_if_absent(
+    return _upsert_locked(
         session,
         Contact,
         {"practice_id": practice_id, "phone": phone, "created_at": at},
         ["practice_id", "phone"],
     )
-    return session.scalars(query).one()
+
+
+_Model = TypeVar("_Model", Call, Contact)
+
+
+def _upsert_locked(
+    session: Session, model: type[_Model], values: dict[str, Any], keys: list[str]
+) -> _Model:
+    """Get or create a row by its unique key, locked, in one statement.
+
+    INSERT … ON CONFLICT DO UPDATE returns the row whether it was new or there already,
+    and locks it either way (the "update" rewrites a key column with itself), so two
+    workers racing on one caller wait for each other instead of making two rows.
+    """
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    statement = dialect.insert(model).values(**values)
+    statement = statement.on_conflict_do_update(
+        index_elements=keys, set_={keys[0]: statement.excluded[keys[0]]}
+    )
+    row: _Model = session.scalars(
+        statement.returning(model), execution_options={"populate_existing": True}
+    ).one()
+    return row
 
 
 def _lock_task(session: Session, task_id: int) -> Task:

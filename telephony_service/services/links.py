@@ -37,17 +37,39 @@ def create_link(
     ttl: timedelta = LINK_TTL,
 ) -> tuple[Link, str]:
     """A new link row and its token; only the token's hash is stored."""
-    token = secrets.token_urlsafe(TOKEN_BYTES)
+    token = new_token()
+    link = add_link(
+        session, token, practice_id=practice_id, task_id=task_id, message_id=None, now=now, ttl=ttl
+    )
+    return link, token
+
+
+def new_token() -> str:
+    return secrets.token_urlsafe(TOKEN_BYTES)
+
+
+def add_link(
+    session: Session,
+    token: str,
+    *,
+    practice_id: int,
+    task_id: int | None,
+    message_id: int | None,
+    now: datetime,
+    ttl: timedelta = LINK_TTL,
+) -> Link:
+    """Store a link for a token already written into a text (only the token's hash)."""
     link = Link(
         token_hash=hash_token(token),
         practice_id=practice_id,
         task_id=task_id,
+        message_id=message_id,
         created_at=now,
         expires_at=now + ttl,
         opens=0,
     )
     session.add(link)
-    return link, token
+    return link
 
 
 def link_url(base_url: str, token: str) -> str:

@@ -142,6 +142,7 @@ def set_business_hours(session: Session, practice_id: int, changes: list[str]) -
         raise InvalidInput("a practice needs some business hours: deadlines count them")
     practice.business_hours = week
     session.flush()
+    forget_calendars()
     return practice
 
 
@@ -270,6 +271,7 @@ def add_closure(session: Session, practice_id: int, day: date, reason: str | Non
             session.add(PracticeClosure(practice_id=practice_id, day=day, reason=reason))
     except IntegrityError:
         raise InvalidInput(f"{day} is already a closure day") from None
+    forget_calendars()
 
 
 def get_practice(session: Session, practice_id: int) -> Practice:
@@ -284,13 +286,32 @@ def _practice(session: Session, practice_id: int) -> Practice:
     return practice
 
 
+CALENDAR_TTL = 30.0
+_calendars: dict[int, tuple[float, BusinessCalendar]] = {}
+
+
 def calendar_for(practice: Practice) -> BusinessCalendar:
-    return BusinessCalendar(
+    """The practice's business calendar, kept for CALENDAR_TTL in the process: every task
+    and cadence step counts in it, and building it reads the closures (a query) and parses
+    the week. A change made elsewhere reaches this process within CALENDAR_TTL."""
+    now = time.monotonic()
+    hit = _calendars.get(practice.id)
+    if hit is not None and hit[0] > now:
+        return hit[1]
+    calendar = BusinessCalendar(
         timezone=practice.timezone,
         hours=parse_weekly_hours(practice.business_hours),
         observe_us_holidays=practice.observe_us_holidays,
         closures=frozenset(_closure_days(practice)),
     )
+    if len(_calendars) > 10_000:
+        _calendars.clear()
+    _calendars[practice.id] = (now + CALENDAR_TTL, calendar)
+    return calendar
+
+
+def forget_calendars() -> None:
+    _calendars.clear()
 
 
 def _closure_days(practice: Practice) -> list[date]:
