@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import secrets
@@ -10,9 +11,9 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from argon2 import PasswordHasher
 from sqlalchemy import null, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
@@ -318,7 +319,17 @@ def _closure_days(practice: Practice) -> list[date]:
     return [closure.day for closure in practice.closures]
 
 
-_hasher = PasswordHasher()
+if TYPE_CHECKING:
+    from argon2 import PasswordHasher
+
+
+@functools.cache
+def _hasher() -> PasswordHasher:
+    # Imported on first use: the worker, which never hashes a password, is spared argon2
+    # and its C bindings.
+    from argon2 import PasswordHasher
+
+    return PasswordHasher()
 
 
 def add_user(
@@ -347,7 +358,7 @@ def add_user(
         email=email,
         role=role,
         phone=e164,
-        password_hash=_hasher.hash(password),
+        password_hash=_hasher().hash(password),
         created_at=now,
     )
     session.add(user)
