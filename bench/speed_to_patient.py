@@ -102,7 +102,7 @@ from telephony_service.db import make_engine
 from telephony_service.domain import compliance
 from telephony_service.domain.phones import normalise_phone
 from telephony_service.services.events import process, record_event
-from telephony_service.workqueue import QUEUE_NAME, SEND_JOB, send_job_id
+from telephony_service.workqueue import QUEUE_NAME, QUEUE_NAMES, SEND_JOB, send_job_id
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -1046,7 +1046,9 @@ def scenario_jobs(
         "missed_call_applied_in_bench_process_ms": round(stack.prepare_ms_per_text[0], 2),
         "fake_messages_created": fake_json(fake, "/_fake/counts")["messages"],
         "texts_reoffered_by_scheduler": int(reoffered[0]) if reoffered else None,
-        "failed_jobs": FailedJobRegistry(QUEUE_NAME, connection=stack.r).count,
+        "failed_jobs": sum(
+            FailedJobRegistry(name, connection=stack.r).count for name in QUEUE_NAMES
+        ),
     }
 
     profile = None
@@ -1375,7 +1377,7 @@ def run(args: argparse.Namespace, stack: Stack) -> dict[str, Any]:
     # Late duplicates of the first scenarios (a re-offered or re-run job) would show by now.
     by_to = fake_texts(stack.fake)
     recheck = per_number(warm_callers + steady_callers + burst_callers, by_to)
-    failed_jobs = FailedJobRegistry(QUEUE_NAME, connection=stack.r).count
+    failed_jobs = sum(FailedJobRegistry(name, connection=stack.r).count for name in QUEUE_NAMES)
     row = stack.db.execute("SELECT count(*) FROM webhook_events WHERE error IS NOT NULL").fetchone()
     failed_events = int(row[0]) if row else None
     fake_counts = fake_json(stack.fake, "/_fake/counts")

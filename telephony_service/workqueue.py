@@ -22,6 +22,11 @@ from rq.exceptions import DuplicateJobError
 log = logging.getLogger(__name__)
 
 QUEUE_NAME = "telephony"
+# Delivery receipts (two per text) wait behind everything else: a burst of them must
+# never hold up the text-back of a patient who just called. Workers take from
+# QUEUE_NAME first.
+RECEIPTS_QUEUE_NAME = "telephony-receipts"
+QUEUE_NAMES = (QUEUE_NAME, RECEIPTS_QUEUE_NAME)
 EVENT_JOB = "workers.jobs.process_webhook_event"
 EVENTS_JOB = "workers.jobs.process_webhook_events"
 SEND_JOB = "workers.jobs.send_message"
@@ -70,13 +75,14 @@ class WorkQueue:
     def __init__(self, redis: Redis, *, backoff: float = 5.0) -> None:
         self.redis = redis
         self.queue = Queue(QUEUE_NAME, connection=redis)
+        self.receipts = Queue(RECEIPTS_QUEUE_NAME, connection=redis)
         self.backoff = backoff
         self._down_until = 0.0
         self._lock = threading.Lock()
 
-    def enqueue_event(self, event_id: int) -> bool:
+    def enqueue_event(self, event_id: int, *, receipt: bool = False) -> bool:
         """True if a job was added; False if Redis failed or the job already exists."""
-        return self._enqueue(EVENT_JOB, event_id, event_job_id(event_id))
+        return self._enqueue(EVENT_JOB, event_id, event_job_id(event_id), receipt=receipt)
 
     def enqueue_send(self, message_id: int) -> bool:
         return self._enqueue(SEND_JOB, message_id, send_job_id(message_id))
@@ -87,23 +93,32 @@ class WorkQueue:
     def enqueue_followup(self, followup_id: int) -> bool:
         return self._enqueue(FOLLOWUP_JOB, followup_id, followup_job_id(followup_id))
 
-    def enqueue_events(self, event_ids: Sequence[int]) -> bool:
+    def enqueue_events(self, event_ids: Sequence[int], *, receipt: bool = False) -> bool:
         """One job for events that arrived together."""
         if len(event_ids) == 1:
-            return self.enqueue_event(event_ids[0])
+            return self.enqueue_event(event_ids[0], receipt=receipt)
         # Not checked for uniqueness: a batch is formed once, so its id never repeats, and
         # the check (a Lua script) costs a third of an enqueue.
-        return self._enqueue(EVENTS_JOB, list(event_ids), events_job_id(event_ids), unique=False)
+        return self._enqueue(
+            EVENTS_JOB, list(event_ids), events_job_id(event_ids), unique=False, receipt=receipt
+        )
 
     def _enqueue(
-        self, func: str, arg: int | list[int], job_id: str, *, unique: bool = True
+        self,
+        func: str,
+        arg: int | list[int],
+        job_id: str,
+        *,
+        unique: bool = True,
+        receipt: bool = False,
     ) -> bool:
         if time.monotonic() < self._down_until:
             return False
         try:
             # One round trip: RQ otherwise makes its own pipeline and a second call.
             pipeline = None if unique else self.redis.pipeline()
-            self.queue.enqueue_call(
+            queue = self.receipts if receipt else self.queue
+            queue.enqueue_call(
                 func,
                 args=(arg,),
                 job_id=job_id,
@@ -141,15 +156,16 @@ class Dispatcher:
     def __init__(self, work: WorkQueue) -> None:
         self.work = work
         self._pending: deque[int] = deque()
+        self._receipts: deque[int] = deque()
         self._cond = threading.Condition()
         self._busy = False
         self._thread: threading.Thread | None = None
         self._pid = 0
         self._closed = False
 
-    def submit(self, event_id: int) -> None:
+    def submit(self, event_id: int, *, receipt: bool = False) -> None:
         with self._cond:
-            self._pending.append(event_id)
+            (self._receipts if receipt else self._pending).append(event_id)
             if self._thread is None or self._pid != os.getpid():
                 # Started on first use in each process: a thread does not survive the
                 # fork from gunicorn's preloading master.
@@ -162,7 +178,7 @@ class Dispatcher:
         """Wait until everything submitted has been handed to Redis (or given up on)."""
         deadline = time.monotonic() + timeout
         with self._cond:
-            while self._pending or self._busy:
+            while self._pending or self._receipts or self._busy:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return False
@@ -180,16 +196,18 @@ class Dispatcher:
     def _run(self) -> None:
         while True:
             with self._cond:
-                while not self._pending:
+                while not (self._pending or self._receipts):
                     if self._closed:
                         self._thread = None
                         return
                     self._cond.wait()
-                count = min(len(self._pending), self.MAX_BATCH)
-                batch = [self._pending.popleft() for _ in range(count)]
+                receipt = not self._pending
+                lane = self._receipts if receipt else self._pending
+                count = min(len(lane), self.MAX_BATCH)
+                batch = [lane.popleft() for _ in range(count)]
                 self._busy = True
             try:
-                self.work.enqueue_events(batch)
+                self.work.enqueue_events(batch, receipt=receipt)
             except Exception:
                 log.exception("could not enqueue %d event(s); the relay will", len(batch))
             finally:

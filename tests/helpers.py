@@ -14,7 +14,7 @@ from werkzeug.test import TestResponse
 from telephony_service.models import Practice, Task, WebhookEvent
 from telephony_service.services.practices import add_api_key, add_practice
 from telephony_service.wiring import Services
-from telephony_service.workqueue import QUEUE_NAME
+from telephony_service.workqueue import QUEUE_NAMES
 from tests.conftest import ACCOUNT_SID, twilio_signature
 from workers import runtime
 
@@ -128,7 +128,8 @@ def run_jobs(services: Services, connection: Redis) -> None:
     """Run every queued job in this process, as `telephony worker` would."""
     services.dispatcher.flush()
     runtime.install(services)
-    worker = SimpleWorker([Queue(QUEUE_NAME, connection=connection)], connection=connection)
+    queues = [Queue(name, connection=connection) for name in QUEUE_NAMES]
+    worker = SimpleWorker(queues, connection=connection)
     worker.work(burst=True, with_scheduler=False)
 
 

@@ -15,7 +15,7 @@ from rq import Queue, SimpleWorker
 
 from telephony_service.settings import Settings
 from telephony_service.wiring import build_services
-from telephony_service.workqueue import QUEUE_NAME
+from telephony_service.workqueue import QUEUE_NAMES
 from workers import relay as relay_pass
 from workers import runtime
 from workers import scheduler as scheduler_pass
@@ -31,7 +31,9 @@ def run_worker(settings: Settings, *, burst: bool = False) -> None:
     # The worker blocks on Redis for work: it needs its own connection without the
     # webhook's short socket timeout.
     connection = Redis.from_url(settings.redis_url)
-    worker = SimpleWorker([Queue(QUEUE_NAME, connection=connection)], connection=connection)
+    # In order: a worker takes delivery receipts only when nothing else waits.
+    queues = [Queue(name, connection=connection) for name in QUEUE_NAMES]
+    worker = SimpleWorker(queues, connection=connection)
     relay = Every("relay", relay_pass.relay_once, services, relay_pass.INTERVAL_SECONDS)
     relay_pass.relay_once(services)
     relay.start()
@@ -39,7 +41,7 @@ def run_worker(settings: Settings, *, burst: bool = False) -> None:
         "scheduler", scheduler_pass.schedule_once, services, scheduler_pass.INTERVAL_SECONDS
     )
     scheduler.start()
-    log.info("worker listening on queue %r", QUEUE_NAME)
+    log.info("worker listening on queues %s", ", ".join(QUEUE_NAMES))
     try:
         worker.work(burst=burst, with_scheduler=False, logging_level="WARNING")
     finally:

@@ -66,7 +66,7 @@ def _store(kind: str, sid: str, extra: dict[str, str] | None = None) -> None:
     if event_id is None:
         log.info("duplicate %s %s ignored", kind, sid)
         return
-    services.dispatcher.submit(event_id)
+    services.dispatcher.submit(event_id, receipt=kind == "sms.status")
 
 
 @bp.post("/voice/incoming")

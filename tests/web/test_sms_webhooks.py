@@ -262,3 +262,22 @@ def test_it_rejects_an_unsigned_sms_webhook(services: Services, client: FlaskCli
 def test_it_rejects_a_malformed_message_sid(services: Services, client: FlaskClient) -> None:
     params = {"MessageSid": "nope", "MessageStatus": "sent"}
     assert post_twilio(client, "/twilio/sms/status", params).status_code == 400
+
+
+def test_it_queues_delivery_receipts_behind_missed_calls(
+    services: Services, client: FlaskClient, worker_redis: Redis, twilio_messages: FakeMessages
+) -> None:
+    from rq import Queue
+
+    from telephony_service.workqueue import QUEUE_NAME, RECEIPTS_QUEUE_NAME
+
+    message = _missed_call_with_text(services, client, worker_redis)
+    _status(client, message, "delivered")
+    call_ended(client, new_sid("CA"), caller="+13125550199")
+    services.dispatcher.flush()
+
+    assert Queue(RECEIPTS_QUEUE_NAME, connection=worker_redis).count == 1
+    assert Queue(QUEUE_NAME, connection=worker_redis).count == 1
+    run_jobs(services, worker_redis)
+    assert messages(services)[0].status == "delivered"
+    assert len(twilio_messages.sent) == 2
