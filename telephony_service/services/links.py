@@ -169,15 +169,6 @@ def link_state(link: Link, now: datetime) -> LinkState:
     return "valid"
 
 
-def revoke_link(session: Session, link_id: int, now: datetime) -> bool:
-    """False if there is no such link or it was already revoked."""
-    link = session.get(Link, link_id)
-    if link is None or link.revoked_at is not None:
-        return False
-    link.revoked_at = now
-    return True
-
-
 def revoke_task_links(session: Session, task_id: int, now: datetime) -> int:
     """Revoke every live link of a task (it closed, or staff asked); returns how many."""
     result = session.execute(

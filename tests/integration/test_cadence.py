@@ -184,3 +184,31 @@ def test_it_closes_only_after_a_deferred_final_message_went_out(
     _tick(services, clock, worker_redis, datetime(2026, 11, 23, 22, 0, tzinfo=UTC))  # Mon close
     [task] = tasks_of(services)
     assert task.status == "closed_no_response"
+
+
+def test_it_follows_the_practices_own_cadence(
+    services: Services,
+    client: FlaskClient,
+    worker_redis: Redis,
+    twilio_messages: FakeMessages,
+    clock: FakeClock,
+) -> None:
+    from telephony_service.domain.cadence import Action, Step, When
+    from telephony_service.domain.categories import Category
+    from telephony_service.services.followups import set_cadence
+
+    practice = make_practice(services)
+    # A practice that never texts back: one call attempt by the SLA, then close that day.
+    with services.session() as session:
+        steps = (Step(Action.CALL, When.SLA), Step(Action.CLOSE, When.CLOSE_OF_DAY))
+        set_cadence(session, practice.id, Category.MISSED_CALL, steps, clock())
+        session.commit()
+    call_ended(client, new_sid("CA"))
+    run_jobs(services, worker_redis)
+    assert messages(services) == []
+
+    _tick(services, clock, worker_redis, datetime(2026, 11, 17, 16, 0, tzinfo=UTC))
+    _tick(services, clock, worker_redis, datetime(2026, 11, 17, 22, 0, tzinfo=UTC))
+    [task] = tasks_of(services)
+    assert task.status == "closed_no_response"
+    assert twilio_messages.sent == []
