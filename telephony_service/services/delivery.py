@@ -243,7 +243,13 @@ def send_message(
             return _defer_claimed(session, message_id, claimed_at, slot, now)
     try:
         return _send_claimed(
-            session, gateway, message_id, claimed_at, clock=clock, settings=settings
+            session,
+            gateway,
+            message_id,
+            claimed_at,
+            clock=clock,
+            settings=settings,
+            contact_id=contact_id,
         )
     except Exception:
         # A bug or bad data after the claim: end the text visibly (failed) rather than leave
