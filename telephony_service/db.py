@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event, select, text
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
 
@@ -81,3 +83,8 @@ def locked(session: Session, model: type[_Row], row_id: int) -> _Row:
         .with_for_update()
         .execution_options(populate_existing=True)
     ).one()
+
+
+def upsert_insert(session: Session) -> Callable[..., Any]:
+    """The dialect's INSERT (PostgreSQL's or SQLite's), the one with ON CONFLICT."""
+    return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert

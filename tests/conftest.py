@@ -25,11 +25,9 @@ from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 from twilio.request_validator import RequestValidator
 
+from telephony_service.cache import clear_all as clear_caches
 from telephony_service.migrate import upgrade
 from telephony_service.models import Base
-from telephony_service.services.delivery import forget_practice
-from telephony_service.services.followups import forget_cadences
-from telephony_service.services.practices import forget_calendars
 from telephony_service.settings import Settings
 from telephony_service.web import create_app
 from telephony_service.wiring import Services, build_services
@@ -170,9 +168,7 @@ def flush_redis(redis: Redis) -> None:
 def services(settings: Settings, clock: FakeClock) -> Iterator[Services]:
     wired = build_services(settings, clock=clock)
     # Ids restart in every test: a practice cached by an earlier test is not this one.
-    forget_practice()
-    forget_cadences()
-    forget_calendars()
+    clear_caches()
     flush_redis(wired.redis)
     _clean(wired.engine)
     yield wired

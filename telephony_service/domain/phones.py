@@ -54,3 +54,18 @@ def number_timezones(e164: str) -> tuple[str, ...]:
         return ()
     zones = phone_timezone.time_zones_for_number(number)
     return tuple(zone for zone in zones if zone != _UNKNOWN_ZONE)
+
+
+def display_number(e164: str) -> str:
+    """A number as a person reads it: "(617) 555-0100" at home, "+44 20 7946 0000" abroad."""
+    try:
+        number = phonenumbers.parse(e164, None)
+    except phonenumbers.NumberParseException:
+        return e164
+    region = phonenumbers.region_code_for_number(number)
+    style = (
+        phonenumbers.PhoneNumberFormat.NATIONAL
+        if region in ("US", "CA")
+        else phonenumbers.PhoneNumberFormat.INTERNATIONAL
+    )
+    return phonenumbers.format_number(number, style)

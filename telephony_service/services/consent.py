@@ -45,7 +45,7 @@ def opt_out(
             task_id=task_id,
         )
     )
-    for task in _open_tasks(session, contact.id):
+    for task in open_tasks(session, contact.id):
         session.add(TaskEvent(task_id=task.id, at=at, kind="opted_out", data={"source": source}))
     return True
 
@@ -67,7 +67,7 @@ def opt_in(
             contact_id=contact.id, at=at, action="opt_in", source=source, message_sid=message_sid
         )
     )
-    for task in _open_tasks(session, contact.id):
+    for task in open_tasks(session, contact.id):
         session.add(TaskEvent(task_id=task.id, at=at, kind="opted_in", data={"source": source}))
     return True
 
@@ -118,7 +118,7 @@ def stop_cadence(session: Session, task: Task, *, at: datetime, reason: str) -> 
     return True
 
 
-def _open_tasks(session: Session, contact_id: int) -> list[Task]:
+def open_tasks(session: Session, contact_id: int) -> list[Task]:
     return list(
         session.scalars(
             select(Task).where(

@@ -13,18 +13,15 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
-from time import monotonic as _monotonic
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import phonenumbers
 from sqlalchemy import Engine, and_, func, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from telephony_service.db import locked, relax_commit
+from telephony_service.db import locked, relax_commit, upsert_insert
 from telephony_service.domain import compliance
-from telephony_service.domain.phones import mask_phone
+from telephony_service.domain.phones import display_number, mask_phone
 from telephony_service.domain.statuses import TaskStatus, is_open
 from telephony_service.gateways.base import GatewayError, OutboundSms, TelephonyGateway
 from telephony_service.models import (
@@ -37,7 +34,8 @@ from telephony_service.models import (
 )
 from telephony_service.services import consent
 from telephony_service.services.links import add_link, link_url, new_token
-from telephony_service.wording import TemplateTooLong, render_sms
+from telephony_service.services.practices import PracticePolicy, texting_policy
+from telephony_service.wording import RenderedSms, TemplateTooLong, render_sms
 
 log = logging.getLogger(__name__)
 
@@ -104,20 +102,6 @@ class SendSettings:
 # --- writing texts ---------------------------------------------------------------------
 
 
-def display_number(e164: str) -> str:
-    try:
-        number = phonenumbers.parse(e164, None)
-    except phonenumbers.NumberParseException:
-        return e164
-    region = phonenumbers.region_code_for_number(number)
-    style = (
-        phonenumbers.PhoneNumberFormat.NATIONAL
-        if region in ("US", "CA")
-        else phonenumbers.PhoneNumberFormat.INTERNATIONAL
-    )
-    return phonenumbers.format_number(number, style)
-
-
 def queue_text(
     session: Session,
     *,
@@ -130,7 +114,6 @@ def queue_text(
     attempt: int,
     now: datetime,
     base_url: str,
-    with_link: bool = True,
 ) -> Message | None:
     """Write a text to the outbox, due now. None if this key was already written.
 
@@ -144,10 +127,8 @@ def queue_text(
         "practice_number": display_number(practice.twilio_number),
         "first_text": _first_of_thread(session, contact.id, now),
     }
-    token = None
-    if with_link:
-        token = new_token()
-        context["link"] = link_url(base_url, token)
+    token = new_token()
+    context["link"] = link_url(base_url, token)
     try:
         rendered = render_sms(template, **context)
     except TemplateTooLong as exc:
@@ -164,13 +145,75 @@ def queue_text(
                 )
             )
         return None
-    message = Message(
+    message = _outbox_row(
+        practice, contact, task, template, rendered, kind=kind, dedupe_key=dedupe_key, now=now
+    )
+    message.attempt = attempt
+    # Whoever writes a text due now sends or enqueues it right after committing; the
+    # scheduler steps in ENQUEUE_LEASE later if that was lost.
+    message.enqueued_at = now
+    # The key is unique: the steps that write texts run under the task's lock, so a
+    # concurrent duplicate would fail this transaction whole, and its retry finds the text
+    # written and returns above.
+    session.add(message)
+    session.flush()
+    add_link(
+        session,
+        token,
+        practice_id=practice.id,
+        task_id=task.id if task else None,
+        message_id=message.id,
+        now=now,
+    )
+    return message
+
+
+def record_reply(
+    session: Session,
+    *,
+    practice: Practice,
+    contact: Contact,
+    template: str,
+    dedupe_key: str,
+    now: datetime,
+) -> Message:
+    """A reply sent in the webhook's own answer (TwiML), kept in the outbox like every
+    text; Twilio's status callback gives it its sid."""
+    rendered = render_sms(
+        template,
+        practice=practice.name,
+        practice_number=display_number(practice.twilio_number),
+        first_text=False,
+    )
+    message = _outbox_row(
+        practice, contact, None, template, rendered, kind="reply", dedupe_key=dedupe_key, now=now
+    )
+    message.status = "queued"
+    message.tries = 1
+    message.sent_at = now
+    session.add(message)
+    session.flush()
+    return message
+
+
+def _outbox_row(
+    practice: Practice,
+    contact: Contact,
+    task: Task | None,
+    template: str,
+    rendered: RenderedSms,
+    *,
+    kind: str,
+    dedupe_key: str,
+    now: datetime,
+) -> Message:
+    return Message(
         practice_id=practice.id,
         task_id=task.id if task else None,
         contact_id=contact.id,
         dedupe_key=dedupe_key,
         purpose=template,
-        attempt=attempt,
+        attempt=0,
         kind=kind,
         to_number=contact.phone,
         from_number=practice.twilio_number,
@@ -178,28 +221,10 @@ def queue_text(
         segments=rendered.segments,
         status="pending",
         not_before=now,
-        # Whoever writes a text due now enqueues it right after committing; the
-        # scheduler steps in ENQUEUE_LEASE later if that enqueue was lost.
-        enqueued_at=now,
         tries=0,
         created_at=now,
         updated_at=now,
     )
-    # The key is unique: the steps that write texts run under the task's lock, so a
-    # concurrent duplicate would fail this transaction whole, and its retry finds the text
-    # written and returns above.
-    session.add(message)
-    session.flush()
-    if token is not None:
-        add_link(
-            session,
-            token,
-            practice_id=practice.id,
-            task_id=task.id if task else None,
-            message_id=message.id,
-            now=now,
-        )
-    return message
 
 
 def _first_of_thread(session: Session, contact_id: int, now: datetime) -> bool:
@@ -232,7 +257,7 @@ def send_message(
     has it), deferred, blocked, canceled, sent, retry, failed or unknown.
     """
     now = clock()
-    contact_id = _claim_returning(session, message_id, now)
+    contact_id = _claim(session, message_id, now)
     if contact_id is None:
         return "skipped"
     claimed_at = now
@@ -291,7 +316,7 @@ def _send_claimed(
         return "skipped"
     if not postgres:
         contact = session.get_one(Contact, contact_id)
-    practice = _practices.get(session, message.practice_id)
+    practice = texting_policy(session, message.practice_id)
     task = session.get(Task, message.task_id) if message.task_id is not None else None
 
     reason = _cancel_reason(message, contact, task)
@@ -348,55 +373,6 @@ def _send_claimed(
 
 def _dialect(session: Session) -> str:
     return session.get_bind().dialect.name
-
-
-@dataclass(frozen=True)
-class PracticePolicy:
-    """What a send needs of its practice, cached briefly in the worker: practices change
-    rarely (a manager's quiet hours take effect within POLICY_TTL), and a query per text
-    was a sixth of a send's database round trips."""
-
-    id: int
-    timezone: str
-    texting_hours: dict[str, Any] | None
-    daily_send_cap: int
-
-
-POLICY_TTL = 30.0
-
-
-class _PracticeCache:
-    def __init__(self) -> None:
-        self._entries: dict[int, tuple[float, PracticePolicy]] = {}
-
-    def get(self, session: Session, practice_id: int) -> PracticePolicy:
-        now = _monotonic()
-        hit = self._entries.get(practice_id)
-        if hit is not None and hit[0] > now:
-            return hit[1]
-        practice = session.get_one(Practice, practice_id)
-        policy = PracticePolicy(
-            id=practice.id,
-            timezone=practice.timezone,
-            texting_hours=practice.texting_hours,
-            daily_send_cap=practice.daily_send_cap,
-        )
-        if len(self._entries) > 10_000:
-            self._entries.clear()
-        self._entries[practice_id] = (now + POLICY_TTL, policy)
-        return policy
-
-    def clear(self) -> None:
-        self._entries.clear()
-
-
-_practices = _PracticeCache()
-
-
-def forget_practice(practice_id: int | None = None) -> None:
-    """Drop this process's cached copy (a setting changed here; other processes catch up
-    within POLICY_TTL)."""
-    _practices.clear()
 
 
 def _own(session: Session, message_id: int, claimed_at: datetime, now: datetime) -> Message | None:
@@ -470,16 +446,10 @@ def _defer_claimed(
     return "deferred"
 
 
-def _claim(session: Session, message_id: int, now: datetime) -> datetime | None:
-    """The compare-and-swap that lets exactly one job send a text; committed at once, so
-    a worker that dies mid-send leaves a claimed row for reconciliation, never a silent
-    pending one that would be sent again."""
-    claimed = _claim_returning(session, message_id, now)
-    return None if claimed is None else now
-
-
-def _claim_returning(session: Session, message_id: int, now: datetime) -> int | None:
-    """The claim, in one autocommitted statement; returns the text's contact id."""
+def _claim(session: Session, message_id: int, now: datetime) -> int | None:
+    """The compare-and-swap that lets exactly one job send a text, in one autocommitted
+    statement: a worker that dies mid-send leaves a claimed row for reconciliation, never
+    a silent pending one that would be sent again. Returns the text's contact id."""
     statement = (
         update(Message)
         .where(Message.id == message_id, Message.status == "pending", Message.not_before <= now)
@@ -509,7 +479,7 @@ def _cancel_reason(message: Message, contact: Contact, task: Task | None) -> str
     return None
 
 
-def policy_for(practice: Practice | PracticePolicy) -> compliance.Policy:
+def policy_for(practice: PracticePolicy) -> compliance.Policy:
     return compliance.Policy(
         practice_timezone=practice.timezone,
         texting_window=texting_window(practice.texting_hours),
@@ -536,7 +506,7 @@ def texting_window(stored: dict[str, Any] | None) -> dict[int, tuple[time, time]
 
 def _history(
     session: Session,
-    practice: Practice | PracticePolicy,
+    practice: PracticePolicy,
     contact: Contact,
     message: Message,
     now: datetime,
@@ -589,9 +559,8 @@ def _reserve_slot(session: Session, number: str, now: datetime, rate: float) -> 
     while this send talks to Twilio, and the send's own transaction holds the contact.
     """
     interval = timedelta(seconds=1 / rate)
-    engine = session.get_bind()
-    insert_ = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
-    with Session(engine) as own:
+    insert_ = upsert_insert(session)
+    with Session(session.get_bind()) as own:
         lookup = select(SenderSlot).where(SenderSlot.number == number).with_for_update()
         slot = own.scalar(lookup)
         if slot is None:
@@ -905,7 +874,6 @@ __all__ = [
     "SendSettings",
     "apply_status",
     "claim_due",
-    "display_number",
     "queue_text",
     "reconcile_message",
     "send_message",

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from time import monotonic
 
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
+from telephony_service.cache import TtlCache
 from telephony_service.db import locked
 from telephony_service.domain.cadence import (
     DEFAULT_CADENCES,
@@ -42,29 +42,16 @@ class Outcome:
     messages: list[int] = field(default_factory=list)
 
 
-CADENCE_TTL = 30.0
-_cadences: dict[tuple[int, str], tuple[float, tuple[Step, ...]]] = {}
+# Every new task and every step reads its cadence; a manager's edit made in another
+# process reaches this one within the cache's time.
+_cadences: TtlCache[tuple[int, str], tuple[Step, ...]] = TtlCache(ttl=30.0)
 
 
 def cadence_for(session: Session, practice_id: int, category: str) -> tuple[Step, ...]:
-    """The practice's cadence for a category; the design's default if none is stored.
-
-    Cached for CADENCE_TTL in the process: every new task and every step reads it, and a
-    manager's edit may take that long to reach the workers.
-    """
-    now = monotonic()
-    hit = _cadences.get((practice_id, category))
-    if hit is not None and hit[0] > now:
-        return hit[1]
-    steps = _load_cadence(session, practice_id, category)
-    if len(_cadences) > 10_000:
-        _cadences.clear()
-    _cadences[(practice_id, category)] = (now + CADENCE_TTL, steps)
-    return steps
-
-
-def forget_cadences() -> None:
-    _cadences.clear()
+    """The practice's cadence for a category; the design's default if none is stored."""
+    return _cadences.get(
+        (practice_id, category), lambda: _load_cadence(session, practice_id, category)
+    )
 
 
 def _load_cadence(session: Session, practice_id: int, category: str) -> tuple[Step, ...]:
@@ -109,7 +96,7 @@ def set_cadence(
         session.add(row)
     row.steps = dump_steps(steps)
     row.updated_at = now
-    forget_cadences()
+    _cadences.clear()
 
 
 def start(

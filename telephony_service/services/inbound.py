@@ -14,16 +14,15 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
+from telephony_service.db import upsert_insert
 from telephony_service.domain.categories import Category
 from telephony_service.domain.keywords import Intent, classify
 from telephony_service.domain.phones import mask_phone, normalise_phone
 from telephony_service.models import Contact, Message, Practice, Task, WebhookEvent
 from telephony_service.services import consent, delivery, followups, intake
-from telephony_service.wording import render_sms
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +117,7 @@ def _receive_keyword(
             task_id=task.id if task else None,
         ):
             template = "opt_out_confirmation"  # one confirmation, never a second
-        for open_task in consent._open_tasks(session, contact.id):
+        for open_task in consent.open_tasks(session, contact.id):
             consent.stop_cadence(session, open_task, at=now, reason="opted_out")
     elif intent is Intent.OPT_IN:
         if consent.opt_in(session, contact, at=now, source="keyword", message_sid=sid):
@@ -180,42 +179,21 @@ def _attach_reply(
 def _reply(
     session: Session, practice: Practice, contact: Contact, template: str, sid: str, now: datetime
 ) -> Answer:
-    rendered = render_sms(
-        template,
-        practice=practice.name,
-        practice_number=delivery.display_number(practice.twilio_number),
-        first_text=False,
-    )
-    message = Message(
-        practice_id=practice.id,
-        task_id=None,
-        contact_id=contact.id,
+    message = delivery.record_reply(
+        session,
+        practice=practice,
+        contact=contact,
+        template=template,
         dedupe_key=_reply_key(sid),
-        purpose=template,
-        attempt=0,
-        kind="reply",
-        to_number=contact.phone,
-        from_number=practice.twilio_number,
-        body=rendered.body,
-        segments=rendered.segments,
-        # Sent in the webhook's answer; Twilio's status callback gives it its sid.
-        status="queued",
-        not_before=now,
-        tries=1,
-        created_at=now,
-        sent_at=now,
-        updated_at=now,
+        now=now,
     )
-    session.add(message)
-    session.flush()
-    return Answer(rendered.body, message.id)
+    return Answer(message.body, message.id)
 
 
 def _store_applied(session: Session, sid: str, params: dict[str, Any], now: datetime) -> bool:
     """Store the event as applied; False if this MessageSid was stored before."""
-    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
     row = session.execute(
-        dialect.insert(WebhookEvent)
+        upsert_insert(session)(WebhookEvent)
         .values(kind=KIND, sid=sid, params=params, received_at=now, processed_at=now, attempts=1)
         .on_conflict_do_nothing(index_elements=["kind", "sid"])
         .returning(WebhookEvent.id)

@@ -11,11 +11,10 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from sqlalchemy import select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from telephony_service.db import relax_commit
+from telephony_service.db import relax_commit, upsert_insert
 from telephony_service.domain.categories import BASE_PRIORITY, INQUIRY_CATEGORIES, Category
 from telephony_service.domain.phones import mask_phone, normalise_phone
 from telephony_service.domain.sla import first_response_due
@@ -406,8 +405,7 @@ def _upsert_locked(
     and locks it either way (the "update" rewrites a key column with itself), so two
     workers racing on one caller wait for each other instead of making two rows.
     """
-    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-    statement = dialect.insert(model).values(**values)
+    statement = upsert_insert(session)(model).values(**values)
     statement = statement.on_conflict_do_update(
         index_elements=keys, set_={keys[0]: statement.excluded[keys[0]]}
     )

@@ -6,18 +6,17 @@ import functools
 import hashlib
 import re
 import secrets
-import threading
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import null, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from telephony_service.cache import TtlCache
 from telephony_service.domain.calendar import (
     DAY_KEYS,
     DEFAULT_HOURS,
@@ -25,7 +24,7 @@ from telephony_service.domain.calendar import (
     dump_weekly_hours,
     parse_weekly_hours,
 )
-from telephony_service.domain.phones import normalise_phone
+from telephony_service.domain.phones import display_number, normalise_phone
 from telephony_service.models import ApiKey, Practice, PracticeClosure, User
 from telephony_service.wording import TemplateTooLong, render_sms
 
@@ -52,8 +51,6 @@ SMS_TEMPLATES = (
 def check_name_fits_texts(name: str, number: str) -> None:
     """Every text names the practice and must stay within two segments: a name too long
     (or with characters that force UCS-2) is refused here, not discovered at send time."""
-    from telephony_service.services.delivery import display_number
-
     for template in SMS_TEMPLATES:
         try:
             render_sms(
@@ -143,7 +140,7 @@ def set_business_hours(session: Session, practice_id: int, changes: list[str]) -
         raise InvalidInput("a practice needs some business hours: deadlines count them")
     practice.business_hours = week
     session.flush()
-    forget_calendars()
+    _calendars.clear()
     return practice
 
 
@@ -218,11 +215,31 @@ def texting_hours_of(practice: Practice) -> TextingHours | None:
     }
 
 
-def _forget_cached_policy() -> None:
-    # Imported here: delivery imports this module's neighbours at load time.
-    from telephony_service.services.delivery import forget_practice
+@dataclass(frozen=True)
+class PracticePolicy:
+    """What a send needs of its practice: read for every text, so cached briefly (a
+    manager's quiet hours made in another process take effect within the cache's time)."""
 
-    forget_practice()
+    id: int
+    timezone: str
+    texting_hours: dict[str, Any] | None
+    daily_send_cap: int
+
+
+_policies: TtlCache[int, PracticePolicy] = TtlCache(ttl=30.0)
+
+
+def texting_policy(session: Session, practice_id: int) -> PracticePolicy:
+    def load() -> PracticePolicy:
+        practice = session.get_one(Practice, practice_id)
+        return PracticePolicy(
+            id=practice.id,
+            timezone=practice.timezone,
+            texting_hours=practice.texting_hours,
+            daily_send_cap=practice.daily_send_cap,
+        )
+
+    return _policies.get(practice_id, load)
 
 
 def set_texting_hours(
@@ -233,7 +250,7 @@ def set_texting_hours(
     Weekdays left out keep their window (the legal floor's hours if none was set yet).
     """
     practice = _practice(session, practice_id)
-    _forget_cached_policy()
+    _policies.clear()
     if hours is None:
         # SQL NULL, not the JSON null that assigning None would store.
         session.execute(
@@ -261,7 +278,7 @@ def set_daily_send_cap(session: Session, practice_id: int, cap: int) -> Practice
         raise InvalidInput(f"the daily send cap must be 1 to {MAX_DAILY_SEND_CAP:,}, not {cap}")
     practice.daily_send_cap = cap
     session.flush()
-    _forget_cached_policy()
+    _policies.clear()
     return practice
 
 
@@ -272,7 +289,7 @@ def add_closure(session: Session, practice_id: int, day: date, reason: str | Non
             session.add(PracticeClosure(practice_id=practice_id, day=day, reason=reason))
     except IntegrityError:
         raise InvalidInput(f"{day} is already a closure day") from None
-    forget_calendars()
+    _calendars.clear()
 
 
 def get_practice(session: Session, practice_id: int) -> Practice:
@@ -287,32 +304,22 @@ def _practice(session: Session, practice_id: int) -> Practice:
     return practice
 
 
-CALENDAR_TTL = 30.0
-_calendars: dict[int, tuple[float, BusinessCalendar]] = {}
+# Every task and cadence step counts in the calendar, and building it reads the closures
+# (a query) and parses the week; a change made elsewhere arrives within the cache's time.
+_calendars: TtlCache[int, BusinessCalendar] = TtlCache(ttl=30.0)
 
 
 def calendar_for(practice: Practice) -> BusinessCalendar:
-    """The practice's business calendar, kept for CALENDAR_TTL in the process: every task
-    and cadence step counts in it, and building it reads the closures (a query) and parses
-    the week. A change made elsewhere reaches this process within CALENDAR_TTL."""
-    now = time.monotonic()
-    hit = _calendars.get(practice.id)
-    if hit is not None and hit[0] > now:
-        return hit[1]
-    calendar = BusinessCalendar(
-        timezone=practice.timezone,
-        hours=parse_weekly_hours(practice.business_hours),
-        observe_us_holidays=practice.observe_us_holidays,
-        closures=frozenset(_closure_days(practice)),
+    """The practice's business calendar."""
+    return _calendars.get(
+        practice.id,
+        lambda: BusinessCalendar(
+            timezone=practice.timezone,
+            hours=parse_weekly_hours(practice.business_hours),
+            observe_us_holidays=practice.observe_us_holidays,
+            closures=frozenset(_closure_days(practice)),
+        ),
     )
-    if len(_calendars) > 10_000:
-        _calendars.clear()
-    _calendars[practice.id] = (now + CALENDAR_TTL, calendar)
-    return calendar
-
-
-def forget_calendars() -> None:
-    _calendars.clear()
 
 
 def _closure_days(practice: Practice) -> list[date]:
@@ -420,9 +427,7 @@ class PracticeDirectory:
 
     def __init__(self, session_factory: sessionmaker[Session], ttl: float = 30.0) -> None:
         self._session_factory = session_factory
-        self._ttl = ttl
-        self._cache: dict[str, tuple[float, PracticeCard | None]] = {}
-        self._lock = threading.Lock()
+        self._cards: TtlCache[str, PracticeCard | None] = TtlCache(ttl=ttl)
 
     def by_number(self, raw: str | None) -> PracticeCard | None:
         """The practice that owns a called number, as Twilio wrote it (usually E.164).
@@ -430,19 +435,14 @@ class PracticeDirectory:
         Keyed by the raw text, so the common case skips phone-number parsing as well.
         """
         raw = raw or ""
-        now = time.monotonic()
-        hit = self._cache.get(raw)
-        if hit is not None and hit[0] > now:
-            return hit[1]
+        return self._cards.get(raw, lambda: self._load(raw))
+
+    def _load(self, raw: str) -> PracticeCard | None:
         number = normalise_phone(raw)
-        card = None
-        if number is not None:
-            with self._session_factory() as session:
-                practice = session.scalar(select(Practice).where(Practice.twilio_number == number))
-                if practice is not None:
-                    card = PracticeCard(practice.id, practice.name, practice.twilio_number)
-        with self._lock:
-            if len(self._cache) > 10_000:
-                self._cache.clear()
-            self._cache[raw] = (now + self._ttl, card)
-        return card
+        if number is None:
+            return None
+        with self._session_factory() as session:
+            practice = session.scalar(select(Practice).where(Practice.twilio_number == number))
+            if practice is None:
+                return None
+            return PracticeCard(practice.id, practice.name, practice.twilio_number)

@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 
 from flask import Blueprint, Response, current_app, g, redirect, render_template, request, url_for
 
-from telephony_service.services.delivery import display_number
+from telephony_service.domain.phones import display_number
 from telephony_service.services.links import (
     LinkError,
     LinkPage,

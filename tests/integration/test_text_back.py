@@ -439,9 +439,9 @@ def test_it_does_not_send_when_reconciliation_took_a_stalled_claim_back(
     services: Services, twilio_messages: FakeMessages, clock: FakeClock
 ) -> None:
     message_id = _pending_text(services)
+    stalled_claim = clock()
     with services.session() as session:
-        stalled_claim = delivery._claim(session, message_id, clock())
-    assert stalled_claim is not None
+        assert delivery._claim(session, message_id, stalled_claim) is not None
     # The worker stalls past the lease; reconciliation finds nothing at Twilio and puts the
     # text back, and another worker sends it.
     clock.advance(seconds=95)
