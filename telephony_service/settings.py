@@ -39,6 +39,8 @@ class Settings:
     sms_sender_rate: float | None = None
     # Seconds the Twilio REST client waits for an answer before the outcome is unknown.
     twilio_timeout: float = 10.0
+    # A signed-in browser left alone this long is signed out (shared front-desk screens).
+    session_idle_minutes: float = 15.0
 
     @property
     def twilio_enabled(self) -> bool:
@@ -53,6 +55,10 @@ class Settings:
         signs with; nothing unsigned is ever accepted.
         """
         return self.twilio_auth_token or self.secret_key
+
+    @property
+    def secure_cookies(self) -> bool:
+        return self.public_base_url.startswith("https://")
 
 
 def _url(name: str, value: str, schemes: tuple[str, ...]) -> str:
@@ -139,4 +145,5 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             else None
         ),
         twilio_timeout=_float("TWILIO_TIMEOUT", env.get("TWILIO_TIMEOUT", "10")),
+        session_idle_minutes=_float("SESSION_IDLE_MINUTES", env.get("SESSION_IDLE_MINUTES", "15")),
     )

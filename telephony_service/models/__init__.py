@@ -57,6 +57,12 @@ str32 = Annotated[str, mapped_column(String(32))]
 str64 = Annotated[str, mapped_column(String(64))]
 str200 = Annotated[str, mapped_column(String(200))]
 
+# The open statuses (domain.statuses.OPEN) as SQL, for the queue's partial indexes.
+OPEN_STATUSES_SQL = (
+    "status IN ('new', 'first_attempted', 'left_voicemail', 'second_attempt_scheduled', "
+    "'reached', 'scheduled', 'needs_insurance_followup', 'needs_clinical_escalation')"
+)
+
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
     "uq": "uq_%(table_name)s_%(column_0_N_name)s",
@@ -119,7 +125,87 @@ class User(Base):
     role: Mapped[str16]
     phone: Mapped[str16]
     password_hash: Mapped[str] = mapped_column(String(200))
+    # How the agent introduces themself in the call script ("Hi, this is Sam ...").
+    name: Mapped[str | None] = mapped_column(String(100))
     created_at: Mapped[utc]
+    disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class UserSession(Base):
+    """A signed-in browser. The cookie carries a random token; only its hash is kept.
+
+    A new row (a new token) at every sign-in is what rotates the session; ending it here
+    ends it everywhere, which a signed cookie alone could not do.
+    """
+
+    __tablename__ = "user_sessions"
+
+    id: Mapped[intpk]
+    token_hash: Mapped[str64] = mapped_column(unique=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[utc]
+    last_seen_at: Mapped[utc]
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    end_reason: Mapped[str | None] = mapped_column(String(16))  # logout | idle
+
+    user: Mapped[User] = relationship()
+
+
+class LoginFailure(Base):
+    """A failed sign-in, counted per account and per address for throttling."""
+
+    __tablename__ = "login_failures"
+    __table_args__ = (
+        Index("ix_login_failures_account_at", "account", "at"),
+        Index("ix_login_failures_address_at", "address", "at"),
+    )
+
+    id: Mapped[intpk]
+    at: Mapped[utc]
+    # A SHA-256 of the lower-cased email: the table also counts emails nobody has.
+    account: Mapped[str64]
+    address: Mapped[str] = mapped_column(String(64))
+
+
+class AuditEntry(Base):
+    """Who viewed or changed which task, who placed which call. Append-only (a trigger on
+    PostgreSQL refuses UPDATE and DELETE); never a message body or a phone number."""
+
+    __tablename__ = "audit_log"
+    __table_args__ = (
+        Index("ix_audit_log_practice_at", "practice_id", "at"),
+        Index("ix_audit_log_task", "task_id"),
+    )
+
+    id: Mapped[intpk]
+    at: Mapped[utc]
+    practice_id: Mapped[int] = mapped_column(ForeignKey("practices.id", ondelete="CASCADE"))
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    # viewed_task | changed_task | sent_text | placed_call | quiet_hours_override | signed_in …
+    action: Mapped[str32]
+    task_id: Mapped[int | None] = mapped_column(BigId)
+    call_attempt_id: Mapped[int | None] = mapped_column(BigId)
+    data: Mapped[dict[str, Any] | None]
+
+
+class Lane(Base):
+    """Categories an agent owns during set hours (practice-local), e.g. new patients 8-12."""
+
+    __tablename__ = "lanes"
+
+    id: Mapped[intpk]
+    practice_id: Mapped[int] = mapped_column(
+        ForeignKey("practices.id", ondelete="CASCADE"), index=True
+    )
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(100))
+    # {"categories": ["new_patient_request", ...]}
+    categories: Mapped[dict[str, Any]]
+    # As Practice.business_hours: {"mon": [["08:00", "12:00"]], ...}; empty = always.
+    hours: Mapped[dict[str, Any]]
+    created_at: Mapped[utc]
+
+    user: Mapped[User] = relationship()
 
 
 class ApiKey(Base):
@@ -195,6 +281,24 @@ class Task(Base):
         Index("ix_tasks_practice_status_due", "practice_id", "status", "due_at"),
         Index("ix_tasks_practice_due", "practice_id", "due_at", "id"),
         Index("ix_tasks_contact_status", "contact_id", "status"),
+        # The agent queue: open tasks of a practice by deadline, and the unowned ones for
+        # "take next". Partial, so closed history (most of the table) is never scanned.
+        Index(
+            "ix_tasks_queue",
+            "practice_id",
+            "due_at",
+            "id",
+            postgresql_where=text(OPEN_STATUSES_SQL),
+            sqlite_where=text(OPEN_STATUSES_SQL),
+        ),
+        Index(
+            "ix_tasks_queue_unowned",
+            "practice_id",
+            "due_at",
+            "id",
+            postgresql_where=text(f"owner_id IS NULL AND {OPEN_STATUSES_SQL}"),
+            sqlite_where=text(f"owner_id IS NULL AND {OPEN_STATUSES_SQL}"),
+        ),
         UniqueConstraint("practice_id", "idempotency_key"),
     )
 
@@ -231,6 +335,39 @@ class Task(Base):
         back_populates="task", order_by="(TaskEvent.at, TaskEvent.id)"
     )
     messages: Mapped[list[Message]] = relationship(order_by="Message.id", viewonly=True)
+
+
+class CallAttempt(Base):
+    """One click-to-call: the agent's leg, then the patient's leg bridged by <Dial>.
+
+    Written before the provider is asked to call; request_key (the task and the Call
+    form's one-time nonce) is unique, so a double click places one call.
+    """
+
+    __tablename__ = "call_attempts"
+    __table_args__ = (Index("ix_call_attempts_task", "task_id", "created_at"),)
+
+    id: Mapped[intpk]
+    practice_id: Mapped[int] = mapped_column(ForeignKey("practices.id", ondelete="CASCADE"))
+    task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"))
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    contact_id: Mapped[int | None] = mapped_column(ForeignKey("contacts.id", ondelete="SET NULL"))
+    request_key: Mapped[str] = mapped_column(String(100), unique=True)
+    # pending → agent_ringing → agent_answered → patient_ringing → in_progress → an outcome
+    # (completed, no-answer, busy, failed, canceled, machine, agent_missed, agent_declined).
+    status: Mapped[str16]
+    agent_call_sid: Mapped[str | None] = mapped_column(String(64), unique=True)
+    patient_call_sid: Mapped[str | None] = mapped_column(String(64), unique=True)
+    agent_status: Mapped[str | None] = mapped_column(String(20))
+    dial_status: Mapped[str | None] = mapped_column(String(20))
+    answered_by: Mapped[str | None] = mapped_column(String(32))
+    duration: Mapped[int | None] = mapped_column(Integer)
+    # Set when an agent called outside the contact window at the patient's request.
+    override_reason: Mapped[str | None] = mapped_column(String(200))
+    error: Mapped[str | None] = mapped_column(String(300))
+    created_at: Mapped[utc]
+    updated_at: Mapped[utc]
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
 class TaskEvent(Base):

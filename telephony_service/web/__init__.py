@@ -25,17 +25,26 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
         MAX_CONTENT_LENGTH=settings.max_form_bytes,
         MAX_FORM_MEMORY_SIZE=settings.max_form_bytes,
         JSON_SORT_KEYS=False,
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=settings.secure_cookies,
     )
     app.extensions["telephony"] = services
     app.session_interface = LazyCookieSessionInterface()
 
-    from telephony_service.web import api, dev, health, twilio_hooks
+    from telephony_service.web import agent, api, auth, bridge, dev, health, queue, twilio_hooks
     from telephony_service.web import links as patient_links
+    from telephony_service.web.workspace import csrf_token
 
     app.register_blueprint(health.bp)
     app.register_blueprint(twilio_hooks.bp)
+    app.register_blueprint(bridge.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(patient_links.bp)
+    app.register_blueprint(auth.bp)
+    app.register_blueprint(queue.bp)
+    app.register_blueprint(agent.bp)
+    app.jinja_env.globals["csrf_token"] = csrf_token
     if not settings.twilio_enabled:
         # The console gateway's outbox: texts that would have gone out (development).
         app.register_blueprint(dev.bp)

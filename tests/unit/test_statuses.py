@@ -134,3 +134,12 @@ def test_it_lets_administrative_staff_move_a_clinical_escalation_along() -> None
 def test_it_still_rejects_a_table_illegal_move_for_clinical_staff() -> None:
     with pytest.raises(IllegalTransition, match="cannot move"):
         check_transition(S.CLOSED_RESOLVED, S.NEW, clinical=True)
+
+
+def test_it_keeps_the_queue_index_predicate_in_step_with_the_open_statuses() -> None:
+    import re
+
+    from telephony_service.models import OPEN_STATUSES_SQL
+
+    listed = set(re.findall(r"'([a-z_]+)'", OPEN_STATUSES_SQL))
+    assert listed == {status.value for status in OPEN}
