@@ -228,11 +228,15 @@ def user() -> None:
 @click.option("--email", required=True)
 @click.option("--role", type=click.Choice(["agent", "clinician", "manager"]), required=True)
 @click.option("--phone", required=True, help="The phone the service rings for their calls.")
-def user_add(practice_id: int, email: str, role: str, phone: str) -> None:
+@click.option("--name", default=None, help='How the call script introduces them ("Hi, this is …").')
+def user_add(practice_id: int, email: str, role: str, phone: str, name: str | None) -> None:
     """Add a user; the password is read from stdin (or asked for on a terminal)."""
     from telephony_service.clock import system_clock
     from telephony_service.services.practices import InvalidInput, add_user
 
+    name = (name or "").strip() or None
+    if name is not None and len(name) > 100:
+        raise click.BadParameter("at most 100 characters", param_hint="--name")
     if sys.stdin.isatty():
         password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
     else:
@@ -250,6 +254,7 @@ def user_add(practice_id: int, email: str, role: str, phone: str) -> None:
             )
         except InvalidInput as exc:
             raise _fail(exc) from None
+        created.name = name
         session.commit()
         click.echo(created.id)
 
@@ -479,6 +484,61 @@ def _simulate_call(caller: str, number: str, target: str | None, voicemail: str 
             "/twilio/voice/status", {**common, "CallStatus": "completed", "CallDuration": "6"}
         )
     click.echo(f"simulated call {call_sid}; the task appears in GET {service.target}/api/v1/tasks")
+
+
+@main.group()
+def lane() -> None:
+    """Lanes: the categories an agent owns during set hours."""
+
+
+@lane.command("add")
+@click.option("--practice", "practice_id", type=int, required=True)
+@click.option("--user", "user_id", type=int, required=True, help="The user who owns the lane.")
+@click.option("--name", required=True, help='What the queue shows, e.g. "New patients".')
+@click.option(
+    "--categories", required=True, help="Comma-separated, e.g. new_patient_request,web_form."
+)
+@click.option(
+    "--hours",
+    default="always",
+    show_default=True,
+    help='Practice-local, e.g. "mon-fri 08:00-12:00; sat 09:00-11:00".',
+)
+def lane_add(practice_id: int, user_id: int, name: str, categories: str, hours: str) -> None:
+    """Add a lane; prints its id."""
+    from telephony_service.clock import system_clock
+    from telephony_service.services.lanes import add_lane
+    from telephony_service.services.practices import InvalidInput
+
+    with _session(_settings()) as session:
+        try:
+            created = add_lane(
+                session,
+                practice_id=practice_id,
+                user_id=user_id,
+                name=name,
+                categories=categories,
+                hours=hours,
+                now=system_clock(),
+            )
+        except InvalidInput as exc:
+            raise _fail(exc) from None
+        session.commit()
+        click.echo(created.id)
+
+
+@lane.command("list")
+@click.option("--practice", "practice_id", type=int, required=True)
+def lane_list(practice_id: int) -> None:
+    """List a practice's lanes: id, user, name, categories, hours."""
+    from telephony_service.services.lanes import list_lanes
+
+    with _session(_settings()) as session:
+        for found in list_lanes(session, practice_id):
+            click.echo(
+                f"{found.id}\tuser {found.user_id}\t{found.name}\t"
+                f"{','.join(found.categories)}\t{found.hours_text}"
+            )
 
 
 if __name__ == "__main__":

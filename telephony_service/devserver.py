@@ -5,10 +5,12 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import secrets
 import signal
 import subprocess
 import sys
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -46,12 +48,39 @@ def start_embedded_redis(instance: Path) -> tuple[Any, str]:
     return server, f"unix://{server.socket_file}"
 
 
-def ensure_demo_practice(settings: Settings) -> tuple[int, str | None]:
-    """On an empty database, a demo practice and an API key a newcomer can use at once."""
+@dataclass(frozen=True)
+class DemoUser:
+    role: str
+    name: str
+    email: str
+    phone: str
+    # Shown once in the start banner; only its hash is stored.
+    password: str
+
+
+@dataclass(frozen=True)
+class Demo:
+    practice_id: int  # 0 when the database holds other practices but not the demo one
+    api_key: str | None
+    # Only on the run that created them: later runs cannot know the passwords.
+    users: tuple[DemoUser, ...] = ()
+
+
+# Who a newcomer signs in as. The phones are fictional 555-01xx numbers: the console
+# gateway rings nobody, and with real Twilio credentials a manager sets real ones.
+DEMO_STAFF = (
+    ("agent", "Sam", "agent@demo.example", "+14155550142"),
+    ("manager", "Morgan", "manager@demo.example", "+14155550143"),
+)
+
+
+def ensure_demo_practice(settings: Settings) -> Demo:
+    """On an empty database, a demo practice, an API key and two staff users a newcomer
+    can use at once."""
     from telephony_service.clock import system_clock
     from telephony_service.db import make_engine, make_session_factory
     from telephony_service.models import Practice
-    from telephony_service.services.practices import add_api_key, add_practice
+    from telephony_service.services.practices import add_api_key, add_practice, add_user
 
     key_file = settings.instance_path / "demo_api_key"
     engine = make_engine(settings.database_url)
@@ -60,24 +89,39 @@ def ensure_demo_practice(settings: Settings) -> tuple[int, str | None]:
             if session.scalar(select(func.count(Practice.id))):
                 demo = session.scalar(select(Practice).where(Practice.twilio_number == DEMO_NUMBER))
                 if demo is None:
-                    return 0, None
+                    return Demo(practice_id=0, api_key=None)
                 key = key_file.read_text().strip() if key_file.exists() else None
-                return demo.id, key
+                return Demo(practice_id=demo.id, api_key=key)
+            now = system_clock()
             practice = add_practice(
                 session,
                 name=DEMO_NAME,
                 number=DEMO_NUMBER,
                 timezone=machine_timezone(),
                 booking_url=None,
-                now=system_clock(),
+                now=now,
             )
-            key = add_api_key(session, practice_id=practice.id, now=system_clock())
+            key = add_api_key(session, practice_id=practice.id, now=now)
+            users = []
+            for role, name, email, phone in DEMO_STAFF:
+                password = secrets.token_urlsafe(12)
+                user = add_user(
+                    session,
+                    practice_id=practice.id,
+                    email=email,
+                    role=role,
+                    phone=phone,
+                    password=password,
+                    now=now,
+                )
+                user.name = name
+                users.append(DemoUser(role, name, email, phone, password))
             session.commit()
             # Development only: kept so that the next `telephony run` can show it again.
             key_file.write_text(key)
             key_file.chmod(0o600)
             log.info("created the demo practice %r (id %d)", DEMO_NAME, practice.id)
-            return practice.id, key
+            return Demo(practice_id=practice.id, api_key=key, users=tuple(users))
     finally:
         engine.dispose()
 
@@ -94,7 +138,7 @@ def run(settings: Settings, host: str, port: int) -> None:
         log.info("started an embedded Redis at %s", url)
     upgrade(settings.database_url)
     log.info("database ready: %s", _safe_url(settings.database_url))
-    practice_id, key = ensure_demo_practice(settings)
+    demo = ensure_demo_practice(settings)
 
     env = dict(os.environ, REDIS_URL=settings.redis_url or "", DATABASE_URL=settings.database_url)
     worker = subprocess.Popen([sys.executable, "-m", "telephony_service.cli", "worker"], env=env)
@@ -105,7 +149,7 @@ def run(settings: Settings, host: str, port: int) -> None:
     base = f"http://{'localhost' if host in ('127.0.0.1', '0.0.0.0') else host}:{port}"  # noqa: S104
     if not settings.twilio_enabled:
         log.info("outbox (the texts the console gateway did not send): %s/dev/outbox", base)
-    _print_welcome(base, practice_id, key)
+    _print_welcome(base, demo)
     app = create_app(settings)
     # SIGTERM (a supervisor, `kill`) must stop the worker and the embedded Redis too, as
     # Ctrl-C does; by default it would end this process and orphan both.
@@ -153,12 +197,13 @@ def _watch(worker: subprocess.Popen[bytes]) -> None:
         os.kill(os.getpid(), signal.SIGINT)
 
 
-def _print_welcome(base: str, practice_id: int, key: str | None) -> None:
-    if not practice_id:
+def _print_welcome(base: str, demo: Demo) -> None:
+    if not demo.practice_id:
         return
+    key = demo.api_key
     lines = [
         "",
-        f"  Demo practice: {DEMO_NAME} (id {practice_id}), Twilio number {DEMO_NUMBER}",
+        f"  Demo practice: {DEMO_NAME} (id {demo.practice_id}), Twilio number {DEMO_NUMBER}",
     ]
     if key:
         lines.append(f"  Its API key:   {key}")
@@ -168,7 +213,23 @@ def _print_welcome(base: str, practice_id: int, key: str | None) -> None:
         "  Then see the task:",
         f"    curl -s -H 'Authorization: Bearer {key or '<api key>'}' {base}/api/v1/tasks",
         "",
+        f"  Sign in to the callback queue: {base}/login",
     ]
+    if demo.users:
+        width = max(len(user.email) for user in demo.users)
+        lines += [
+            f"    {user.role:<8} {user.name:<7} {user.email:<{width}}  password: {user.password}"
+            for user in demo.users
+        ]
+        lines.append("  (random passwords, shown only now: only their hashes are stored)")
+    else:
+        lines += [
+            "  The demo users' passwords were shown on the first run only. To add a user:",
+            f"    telephony user add --practice {demo.practice_id} --email you@demo.example"
+            " --role agent --phone +14155550144 --name You",
+            "  (it asks for a password)",
+        ]
+    lines.append("")
     print("\n".join(lines), flush=True)
 
 

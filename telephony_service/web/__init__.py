@@ -17,7 +17,13 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
         services = build_services(settings or load_settings())
     settings = services.settings
 
-    app = Flask(__name__, instance_path=str(settings.instance_path))
+    # Templates and static files live beside web/, in the package root.
+    app = Flask(
+        __name__,
+        instance_path=str(settings.instance_path),
+        static_folder="../static",
+        template_folder="../templates",
+    )
     app.config.update(
         SECRET_KEY=settings.secret_key,
         # Twilio posts a few kilobytes; API payloads are small. Anything far larger is
@@ -32,7 +38,17 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     app.extensions["telephony"] = services
     app.session_interface = LazyCookieSessionInterface()
 
-    from telephony_service.web import agent, api, auth, bridge, dev, health, queue, twilio_hooks
+    from telephony_service.web import (
+        agent,
+        api,
+        auth,
+        bridge,
+        calls,
+        dev,
+        health,
+        queue,
+        twilio_hooks,
+    )
     from telephony_service.web import links as patient_links
     from telephony_service.web.workspace import csrf_token
 
@@ -44,6 +60,7 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     app.register_blueprint(auth.bp)
     app.register_blueprint(queue.bp)
     app.register_blueprint(agent.bp)
+    app.register_blueprint(calls.bp)
     app.jinja_env.globals["csrf_token"] = csrf_token
     if not settings.twilio_enabled:
         # The console gateway's outbox: texts that would have gone out (development).

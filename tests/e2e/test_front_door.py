@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -17,6 +18,9 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import requests
+
+from telephony_service.devserver import Demo, _print_welcome
 
 pytestmark = pytest.mark.slow
 
@@ -72,6 +76,16 @@ def test_it_turns_a_simulated_missed_call_into_a_task_on_a_fresh_machine(tmp_pat
         )
         simulate_line = next(line for line in text.splitlines() if "simulate missed-call" in line)
         assert "--to +14155550100" in simulate_line
+        assert f"Sign in to the callback queue: http://localhost:{port}/login" in text
+        credentials = {
+            next(word for word in line.split() if "@" in word): line.split("password:")[1].strip()
+            for line in text.splitlines()
+            if "@demo.example" in line and "password:" in line
+        }
+        assert set(credentials) == {"agent@demo.example", "manager@demo.example"}
+        for email, password in credentials.items():
+            assert _sign_in(port, email, password) == "/queue", email
+        assert _sign_in(port, "agent@demo.example", "not-the-password") is None
 
         def simulate(*args: str) -> subprocess.CompletedProcess[str]:
             return subprocess.run(
@@ -141,6 +155,34 @@ def test_it_turns_a_simulated_missed_call_into_a_task_on_a_fresh_machine(tmp_pat
         if server.poll() is None:
             server.kill()
         log.close()
+
+
+def test_it_tells_how_to_add_a_user_when_the_demo_passwords_are_long_gone(capsys):
+    # A later `telephony run` on the same database cannot know the passwords it printed.
+    _print_welcome("http://localhost:5000", Demo(practice_id=3, api_key=None))
+
+    banner = capsys.readouterr().out
+    assert "Sign in to the callback queue: http://localhost:5000/login" in banner
+    assert "telephony user add --practice 3 --email" in banner
+    assert "password:" not in banner
+
+
+def _sign_in(port: int, email: str, password: str) -> str | None:
+    """POST /login as a browser would; where it was sent on success, None when refused."""
+    browser = requests.Session()
+    form = browser.get(f"http://127.0.0.1:{port}/login", timeout=5)
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', form.text)
+    assert csrf is not None, form.text
+    response = browser.post(
+        f"http://127.0.0.1:{port}/login",
+        data={"csrf_token": csrf.group(1), "email": email, "password": password},
+        allow_redirects=False,
+        timeout=10,
+    )
+    if response.status_code != 302:
+        assert "That email and password don" in response.text
+        return None
+    return str(response.headers["Location"])
 
 
 def _descendants(pid: int) -> list[int]:
