@@ -20,10 +20,12 @@ test: test-postgres test-sqlite
 
 test-postgres: $(BIN)/.installed
 	./scripts/ensure-services
+	./scripts/ensure-browser
 	$(BIN)/pytest -q
 
 test-sqlite: $(BIN)/.installed
 	./scripts/ensure-services
+	./scripts/ensure-browser
 	TEST_DATABASE_URL=sqlite $(BIN)/pytest -q
 
 lint: $(BIN)/.installed

@@ -11,9 +11,27 @@ tests/data/twilio-oai): Messages create, list (To, From, DateSent, DateSent<, Da
 PageSize, Page) and fetch; Calls create and fetch. Requests need HTTP Basic auth with the
 account SID (any well-formed one unless --account-sid is given) and the auth token. A
 message accepted goes "sent" and then "delivered", callback_delay apart; with callbacks on,
-each step is POSTed to its StatusCallback, signed like Twilio does. Calls stay "queued".
+each step is POSTed to its StatusCallback, signed like Twilio does.
+
+A call created with callbacks on is played like Twilio plays one, callback_delay after it
+is created: its StatusCallback gets the events asked for (StatusCallbackEvent: initiated,
+ringing, answered as CallStatus=in-progress, completed); its Url is fetched (a signed POST
+with CallSid and CallStatus=in-progress) and the TwiML answered is run: <Say> and <Pause>
+are skipped, <Gather> posts the configured digits to its action (none: the call falls
+through to the next verb, as when nobody presses a key), <Dial><Number> posts the
+Number's status callbacks for its statusCallbackEvent list and then the Dial's action with
+the configured DialCallStatus (and AnsweredBy, when set), <Redirect> fetches its URL,
+<Hangup> ends the call. Then the call is completed and its last status callback posted.
+Every such webhook is kept (GET /_fake/webhooks). With callbacks off, calls stay "queued".
 
 Control API (JSON, outside /2010-04-01, no auth):
+    POST /_fake/calls     {"digits": "1" or null, "dial_status": "completed", "duration": 42,
+                           "answered_by": null or "machine_start"}: how the next calls go
+                           (the agent's key, the dialled party's answer); keys left out keep
+                           their value
+    GET  /_fake/webhooks  {"webhooks": [{"kind", "at", "url", "params", "status"}, ...]}: the
+                           calls' webhooks in the order posted; kind is call_status, call_url,
+                           gather_action, number_status, dial_action or redirect
     POST /_fake/faults    {"messages": [fault, ...], "calls": [fault, ...],
                            "messages_error_for": {"+1...": fault or null},
                            "calls_error_for": {...}}
@@ -34,7 +52,8 @@ Recorded kinds: "message" and "call" (creates; sid set when created), "message_l
 "message_fetch", "call_fetch". "at" is time.time() at arrival, "form" the form or query as
 lists of values, "status" the HTTP status answered (null when the connection was dropped).
 Counts: messages and calls created (dropped and delayed ones included, as Twilio has them);
-per_to and per_from count messages; refused counts error answers to creates.
+per_to and per_from count messages; refused counts error answers to creates; calls_played
+counts calls played to their end; webhooks_failed counts call webhooks not answered 2xx.
 
 In-process: `with FakeTwilio(auth_token=...) as fake:` (or start()/stop()); see the class.
 
@@ -59,6 +78,7 @@ import sys
 import threading
 import time
 import uuid
+import xml.etree.ElementTree as ET
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -83,6 +103,9 @@ KINDS = ("messages", "calls")
 _ACCOUNT_SID = re.compile(r"AC[0-9a-fA-F]{32}")
 _E164 = re.compile(r"\+[1-9][0-9]{6,14}")
 _DEFAULT_CODES = {401: 20003, 404: 20404, 429: 20429, 500: 20500, 503: 20503}
+_DIAL_STATUSES = frozenset({"completed", "busy", "no-answer", "failed", "canceled"})
+# Verbs after which nothing more of a TwiML document runs.
+_MAX_TWIML_STEPS = 20
 _FAULT_KEYS = frozenset({"status", "code", "message", "body", "delay", "drop_after_accept"})
 _JSON = "application/json"
 _KIND_OF_ROUTE = {
@@ -176,6 +199,50 @@ class _State:
     refused: int = 0
     callbacks_sent: int = 0
     callbacks_failed: int = 0
+    webhooks: list[Webhook] = field(default_factory=list)
+    webhooks_failed: int = 0
+    calls_played: int = 0
+
+
+@dataclass(frozen=True)
+class Webhook:
+    """A webhook the fake posted for a call, and the HTTP status it was answered with."""
+
+    kind: str
+    at: float
+    url: str
+    params: dict[str, str]
+    status: int | None
+
+
+@dataclass
+class CallScript:
+    """How the people on a call behave: the key the answerer presses at a <Gather> (None:
+    no key), and how a <Dial>led number answers."""
+
+    digits: str | None = "1"
+    dial_status: str = "completed"
+    duration: int = 42
+    answered_by: str | None = None
+
+    def update(self, spec: Mapping[str, Any]) -> None:
+        unknown = set(spec) - {"digits", "dial_status", "duration", "answered_by"}
+        if unknown:
+            raise ValueError(f"unknown call settings {sorted(unknown)}")
+        digits = spec.get("digits", self.digits)
+        dial_status = spec.get("dial_status", self.dial_status)
+        duration = spec.get("duration", self.duration)
+        answered_by = spec.get("answered_by", self.answered_by)
+        if digits is not None and not (isinstance(digits, str) and digits):
+            raise ValueError("digits is a non-empty string or null")
+        if dial_status not in _DIAL_STATUSES:
+            raise ValueError(f"dial_status is one of {sorted(_DIAL_STATUSES)}")
+        if type(duration) is not int or duration < 0:
+            raise ValueError("duration is a whole number of seconds")
+        if answered_by is not None and not isinstance(answered_by, str):
+            raise ValueError("answered_by is a string or null")
+        self.digits, self.dial_status = digits, dial_status
+        self.duration, self.answered_by = duration, answered_by
 
 
 class FakeTwilio:
@@ -220,6 +287,7 @@ class FakeTwilio:
         self._stopping = threading.Event()
         self._server: _Server | None = None
         self._threads: list[threading.Thread] = []
+        self.call_script = CallScript()
 
     # Life cycle
 
@@ -356,7 +424,25 @@ class FakeTwilio:
                 "refused": state.refused,
                 "callbacks_sent": state.callbacks_sent,
                 "callbacks_failed": state.callbacks_failed,
+                "calls_played": state.calls_played,
+                "webhooks_failed": state.webhooks_failed,
             }
+
+    @property
+    def webhooks(self) -> list[Webhook]:
+        with self._changed:
+            return list(self._state.webhooks)
+
+    def script_calls(self, **spec: Any) -> None:
+        """How the next calls go: digits, dial_status, duration, answered_by (see CallScript)."""
+        with self._changed:
+            self.call_script.update(spec)
+
+    def call(self, sid: str) -> dict[str, Any] | None:
+        """The call resource as Twilio would show it now."""
+        with self._changed:
+            found = self._state.calls.get(sid)
+            return None if found is None else dict(found)
 
     def message(self, sid: str) -> dict[str, Any] | None:
         """The message resource as Twilio would show it now."""
@@ -538,7 +624,15 @@ class FakeTwilio:
             self._state.records.append(Recorded("call", at, form, sid, status))
             self._state.calls_per_to[to or ""] += 1
             answer = _Answer(status, json.dumps(resource).encode(), delay=fault.delay)
+            script = CallScript(**asdict(self.call_script))
             self._changed.notify_all()
+        if self.callbacks:
+            threading.Thread(
+                target=self._play_call,
+                args=(sid, form, script),
+                name=f"fake-twilio-call-{sid[-6:]}",
+                daemon=True,
+            ).start()
         return answer
 
     def _list_messages(
@@ -640,6 +734,18 @@ class FakeTwilio:
             kind = _first(_form(query.encode()), "kind")
             found = [asdict(r) for r in self.requests if kind is None or r.kind == kind]
             return _Answer(200, json.dumps({"requests": found}).encode())
+        if (method, path) == ("POST", "/_fake/calls"):
+            try:
+                spec = json.loads(body or b"null")
+                if not isinstance(spec, Mapping):
+                    raise ValueError("call settings are a JSON object")
+                self.script_calls(**spec)
+            except ValueError as exc:
+                return _Answer(400, json.dumps({"error": str(exc)}).encode())
+            return _Answer(200, json.dumps(asdict(self.call_script)).encode())
+        if (method, path) == ("GET", "/_fake/webhooks"):
+            found = [asdict(webhook) for webhook in self.webhooks]
+            return _Answer(200, json.dumps({"webhooks": found}).encode())
         if (method, path) == ("GET", "/_fake/counts"):
             return _Answer(200, json.dumps(self.counts()).encode())
         if (method, path) == ("POST", "/_fake/reset"):
@@ -727,7 +833,12 @@ class FakeTwilio:
             return message.status_callback, params
 
     def _post(self, url: str, params: dict[str, str]) -> bool:
-        """POST a callback like Twilio, True if answered 2xx.
+        """POST a callback like Twilio, True if answered 2xx."""
+        status, _ = self._exchange(url, params)
+        return status is not None and 200 <= status < 300
+
+    def _exchange(self, url: str, params: dict[str, str]) -> tuple[int | None, bytes]:
+        """POST a webhook like Twilio: the answer's status (None: no answer) and body.
 
         On a bare socket: http.client costs the fake more than twice the CPU per callback.
         """
@@ -764,9 +875,160 @@ class FakeTwilio:
             finally:
                 connection.close()
         except (OSError, ValueError):
-            return False
-        status = answer.split(b" ", 2)[1:2]
-        return bool(status) and status[0].isdigit() and 200 <= int(status[0]) < 300
+            return None, b""
+        return _read_answer(answer)
+
+    # Calls: Twilio's part of a call, played in a thread of its own per call
+
+    def _play_call(self, sid: str, form: dict[str, list[str]], script: CallScript) -> None:
+        if self._stopping.wait(self.callback_delay):
+            return
+        status_url = _first(form, "StatusCallback")
+        events = set(form.get("StatusCallbackEvent", [])) or {"completed"}
+        base = {
+            "AccountSid": self._account_of(sid),
+            "ApiVersion": API_VERSION,
+            "CallSid": sid,
+            "From": _first(form, "From") or "",
+            "To": _first(form, "To") or "",
+            "Called": _first(form, "To") or "",
+            "Caller": _first(form, "From") or "",
+            "Direction": "outbound-api",
+        }
+        started = time.time()
+        sequence = 0
+
+        def progress(event: str, status: str, **extra: str) -> None:
+            nonlocal sequence
+            self._set_call(sid, status)
+            if status_url and event in events:
+                params = {
+                    **base,
+                    "CallStatus": status,
+                    "CallbackSource": "call-progress-events",
+                    "SequenceNumber": str(sequence),
+                    "Timestamp": _rfc2822(time.time()),
+                    **extra,
+                }
+                sequence += 1
+                self._webhook("call_status", status_url, params)
+
+        progress("initiated", "initiated")
+        progress("ringing", "ringing")
+        progress("answered", "in-progress")
+        url = _first(form, "Url")
+        if url:
+            answer = self._webhook("call_url", url, {**base, "CallStatus": "in-progress"})
+            self._run_twiml(answer, base, script)
+        duration = str(max(int(time.time() - started), 1))
+        self._set_call(sid, "completed", duration=duration)
+        progress("completed", "completed", CallDuration=duration)
+        with self._changed:
+            self._state.calls_played += 1
+            self._changed.notify_all()
+
+    def _run_twiml(self, document: bytes | None, base: dict[str, str], script: CallScript) -> None:
+        """Run a TwiML document as Twilio would, following actions and redirects."""
+        params = {**base, "CallStatus": "in-progress"}
+        for _ in range(_MAX_TWIML_STEPS):
+            if not document or self._stopping.is_set():
+                return
+            try:
+                # The TwiML of the service under test, on this machine.
+                verbs = list(ET.fromstring(document))  # noqa: S314
+            except ET.ParseError:
+                return  # Twilio says "an application error has occurred" and hangs up
+            document = None
+            for verb in verbs:
+                if verb.tag == "Hangup":
+                    return
+                if verb.tag == "Gather" and script.digits is not None and verb.get("action"):
+                    document = self._webhook(
+                        "gather_action",
+                        verb.attrib["action"],
+                        {**params, "Digits": script.digits, "FinishedOnKey": ""},
+                    )
+                    break
+                if verb.tag == "Dial":
+                    result = self._dial(verb, params, script)
+                    if verb.get("action"):
+                        document = self._webhook("dial_action", verb.attrib["action"], result)
+                        break
+                if verb.tag == "Redirect" and verb.text:
+                    document = self._webhook("redirect", verb.text.strip(), params)
+                    break
+            else:
+                return  # the document ran out: Twilio hangs up
+
+    def _dial(self, dial: ET.Element, params: dict[str, str], script: CallScript) -> dict[str, str]:
+        """Ring the first <Number> of a <Dial>; the Dial's action parameters."""
+        number = dial.find("Number")
+        child = "CA" + uuid.uuid4().hex
+        answered = script.dial_status == "completed"
+        if number is not None:
+            callback = number.get("statusCallback")
+            events = set((number.get("statusCallbackEvent") or "completed").split())
+            leg = {
+                "AccountSid": params["AccountSid"],
+                "ApiVersion": API_VERSION,
+                "CallSid": child,
+                "ParentCallSid": params["CallSid"],
+                "From": dial.get("callerId") or params["From"],
+                "To": (number.text or "").strip(),
+                "Direction": "outbound-dial",
+            }
+            steps = [("initiated", "initiated"), ("ringing", "ringing")]
+            if answered:
+                steps.append(("answered", "in-progress"))
+            steps.append(("completed", script.dial_status))
+            for event, status in steps:
+                if callback and event in events:
+                    talked = str(script.duration) if answered else "0"
+                    extra = {"CallDuration": talked} if event == "completed" else {}
+                    if script.answered_by and answered and event != "initiated":
+                        extra["AnsweredBy"] = script.answered_by
+                    self._webhook("number_status", callback, {**leg, "CallStatus": status, **extra})
+        result = {
+            **params,
+            "DialCallStatus": script.dial_status,
+            "DialCallSid": child,
+            "DialBridged": "true" if answered else "false",
+        }
+        if answered:
+            result["DialCallDuration"] = str(script.duration)
+            if script.answered_by:
+                result["AnsweredBy"] = script.answered_by
+        return result
+
+    def _webhook(self, kind: str, url: str, params: dict[str, str]) -> bytes | None:
+        at = time.time()
+        status, body = self._exchange(url, params)
+        ok = status is not None and 200 <= status < 300
+        with self._changed:
+            self._state.webhooks.append(Webhook(kind, at, url, dict(params), status))
+            self._state.webhooks_failed += not ok
+            self._changed.notify_all()
+        return body if ok else None
+
+    def _set_call(self, sid: str, status: str, duration: str | None = None) -> None:
+        now = _rfc2822(time.time())
+        with self._changed:
+            resource = self._state.calls.get(sid)
+            if resource is None:  # reset meanwhile
+                return
+            resource["status"] = status
+            resource["date_updated"] = now
+            if status == "in-progress":
+                resource["start_time"] = now
+            if duration is not None:
+                resource["end_time"] = now
+                resource["duration"] = duration
+            self._changed.notify_all()
+
+    def _account_of(self, sid: str) -> str:
+        with self._changed:
+            resource = self._state.calls.get(sid)
+            return str(resource["account_sid"]) if resource else (self.account_sid or "")
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -898,6 +1160,25 @@ def _call_refusal(to: str | None, from_: str | None, form: dict[str, list[str]])
     if not ({"Url", "Twiml", "ApplicationSid"} & set(form)):
         return Fault(400, 21205, "Url parameter is required.")
     return None
+
+
+def _read_answer(answer: bytes) -> tuple[int | None, bytes]:
+    """The status and body of a raw HTTP/1.1 answer read to its end."""
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status = head.split(b" ", 2)[1:2]
+    if not status or not status[0].isdigit():
+        return None, b""
+    if b"transfer-encoding: chunked" in head.lower():
+        decoded = b""
+        while body:
+            size_line, _, rest = body.partition(b"\r\n")
+            size = int(size_line.split(b";")[0] or b"0", 16)
+            if size == 0:
+                break
+            decoded += rest[:size]
+            body = rest[size + 2 :]
+        body = decoded
+    return int(status[0]), body
 
 
 def _form(data: bytes) -> dict[str, list[str]]:

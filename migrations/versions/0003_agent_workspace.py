@@ -186,6 +186,12 @@ def upgrade() -> None:
         "ix_call_attempts_task", "call_attempts", ["task_id", "created_at"], unique=False
     )
     op.create_index(
+        "ix_call_attempts_contact_created",
+        "call_attempts",
+        ["contact_id", "created_at"],
+        unique=False,
+    )
+    op.create_index(
         "ix_tasks_queue",
         "tasks",
         ["practice_id", "due_at", "id"],
@@ -230,6 +236,7 @@ def downgrade() -> None:
         postgresql_where=sa.text(_OPEN),
         sqlite_where=sa.text(_OPEN),
     )
+    op.drop_index("ix_call_attempts_contact_created", table_name="call_attempts")
     op.drop_index("ix_call_attempts_task", table_name="call_attempts")
     op.drop_table("call_attempts")
     op.drop_index(op.f("ix_user_sessions_user_id"), table_name="user_sessions")

@@ -345,7 +345,11 @@ class CallAttempt(Base):
     """
 
     __tablename__ = "call_attempts"
-    __table_args__ = (Index("ix_call_attempts_task", "task_id", "created_at"),)
+    __table_args__ = (
+        Index("ix_call_attempts_task", "task_id", "created_at"),
+        # The caps count a contact's recent calls on every text and every call.
+        Index("ix_call_attempts_contact_created", "contact_id", "created_at"),
+    )
 
     id: Mapped[intpk]
     practice_id: Mapped[int] = mapped_column(ForeignKey("practices.id", ondelete="CASCADE"))

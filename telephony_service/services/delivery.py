@@ -25,6 +25,7 @@ from telephony_service.domain.phones import display_number, mask_phone
 from telephony_service.domain.statuses import TaskStatus, is_open
 from telephony_service.gateways.base import GatewayError, OutboundSms, TelephonyGateway
 from telephony_service.models import (
+    CallAttempt,
     Contact,
     Message,
     Practice,
@@ -508,26 +509,40 @@ def _history(
     session: Session,
     practice: PracticePolicy,
     contact: Contact,
-    message: Message,
+    message: Message | None,
     now: datetime,
 ) -> compliance.History:
     """What the caps count: texts sent, and texts that may have been (claimed or unknown:
-    another send in flight, or one whose answer was lost)."""
+    another send in flight, or one whose answer was lost), and click-to-calls that dialled
+    the patient (an agent's own phone ringing out never reached the patient, so it is not
+    an attempt). `message` is the text being sent, left out; None when a call asks."""
     week_ago = now - timedelta(days=7)
     when = func.coalesce(Message.sent_at, Message.claimed_at)
-    rows = session.execute(
-        select(when, Message.kind).where(
-            Message.contact_id == contact.id,
-            Message.id != message.id,
-            when.is_not(None),
-            when > week_ago,
-            Message.kind != "reply",
-            Message.status.in_(_SENT_OR_IN_FLIGHT),
-        )
-    ).all()
+    query = select(when, Message.kind).where(
+        Message.contact_id == contact.id,
+        when.is_not(None),
+        when > week_ago,
+        Message.kind != "reply",
+        Message.status.in_(_SENT_OR_IN_FLIGHT),
+    )
+    if message is not None:
+        query = query.where(Message.id != message.id)
+    rows = session.execute(query).all()
     day_ago = now - timedelta(days=1)
     stamps = [(_aware(at), kind) for at, kind in rows]
     attempts = [at for at, _ in stamps if at > day_ago]
+    # The bridge sets dial_status when it dials the patient; the agent's leg alone leaves it
+    # empty.
+    attempts += [
+        _aware(at)
+        for at in session.scalars(
+            select(CallAttempt.created_at).where(
+                CallAttempt.contact_id == contact.id,
+                CallAttempt.created_at > day_ago,
+                CallAttempt.dial_status.is_not(None),
+            )
+        )
+    ]
     automated = [at for at, kind in stamps if kind == "automated"]
     zone = ZoneInfo(practice.timezone)
     midnight = datetime.combine(now.astimezone(zone).date(), time(0), tzinfo=zone)
