@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from telephony_service.models import LoginFailure, User, UserSession
 from telephony_service.services import audit
-from telephony_service.services.practices import _hasher
+from telephony_service.services.practices import password_hasher
 
 # last_seen_at is written at most this often, not on every request: a queue page polling
 # every few seconds would otherwise write a row each time.
@@ -179,8 +179,8 @@ def sign_in(
         session.commit()
         raise BadCredentials()
 
-    if _hasher().check_needs_rehash(user.password_hash):
-        user.password_hash = _hasher().hash(password)
+    if password_hasher().check_needs_rehash(user.password_hash):
+        user.password_hash = password_hasher().hash(password)
     # The owner got in: their own earlier typos must not count towards locking them out.
     session.execute(delete(LoginFailure).where(LoginFailure.account == account))
     if previous_token:
@@ -251,7 +251,7 @@ def _password_matches(user: User | None, password: str) -> bool:
     # long as a known one and the response time does not reveal who has an account.
     stored = user.password_hash if user is not None else _dummy_hash()
     try:
-        return bool(_hasher().verify(stored, password))
+        return bool(password_hasher().verify(stored, password))
     except (VerificationError, InvalidHashError):
         return False
 
@@ -259,5 +259,5 @@ def _password_matches(user: User | None, password: str) -> bool:
 @functools.cache
 def _dummy_hash() -> str:
     # Made with the same hasher (same cost parameters) as real passwords.
-    hashed: str = _hasher().hash(secrets.token_urlsafe(16))
+    hashed: str = password_hasher().hash(secrets.token_urlsafe(16))
     return hashed

@@ -291,7 +291,7 @@ def check_call(session: Session, *, task: Task, practice: Practice, now: datetim
     policy_row = texting_policy(session, practice.id)
     policy = delivery.policy_for(policy_row)
     # The caps count calls and texts alike (delivery's history); None: no text is sending.
-    history = delivery._history(session, policy_row, contact, None, now)
+    history = delivery.contact_history(session, policy_row, contact, None, now)
     decision = compliance.evaluate(
         now,
         channel=compliance.Channel.CALL,

@@ -334,7 +334,7 @@ def _send_claimed(
             state=contact.state,
             opted_out=contact.opted_out_at is not None,
         ),
-        history=_history(session, practice, contact, message, now),
+        history=contact_history(session, practice, contact, message, now),
         policy=policy_for(practice),
     )
     if isinstance(decision, compliance.Block):
@@ -505,7 +505,7 @@ def texting_window(stored: dict[str, Any] | None) -> dict[int, tuple[time, time]
     return window
 
 
-def _history(
+def contact_history(
     session: Session,
     practice: PracticePolicy,
     contact: Contact,

@@ -211,7 +211,7 @@ def _gate(
         ),
         # The very history the send job counts, so the words shown here are its answer
         # unless something changes before it runs.
-        history=delivery._history(session, policy, contact, message, now),
+        history=delivery.contact_history(session, policy, contact, message, now),
         policy=delivery.policy_for(policy),
     )
 

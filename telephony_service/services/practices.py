@@ -331,7 +331,7 @@ if TYPE_CHECKING:
 
 
 @functools.cache
-def _hasher() -> PasswordHasher:
+def password_hasher() -> PasswordHasher:
     # Imported on first use: the worker, which never hashes a password, is spared argon2
     # and its C bindings.
     from argon2 import PasswordHasher
@@ -365,7 +365,7 @@ def add_user(
         email=email,
         role=role,
         phone=e164,
-        password_hash=_hasher().hash(password),
+        password_hash=password_hasher().hash(password),
         created_at=now,
     )
     session.add(user)

@@ -425,7 +425,7 @@ def test_it_counts_dialled_calls_in_the_text_cap(
                 )
             )
         session.commit()
-        history = delivery._history(
+        history = delivery.contact_history(
             session, texting_policy(session, riverside.id), task.contact, None, clock()
         )
         assert len(history.attempts) == 2
