@@ -57,3 +57,11 @@ LABELS: dict[Category, str] = {
     Category.INCOMPLETE_SCHEDULING: "Incomplete scheduling",
     Category.POST_VISIT: "Post-visit follow-up",
 }
+
+
+def label(value: str) -> str:
+    """A category's name for people; an unknown stored value is shown readably, not hidden."""
+    try:
+        return LABELS[Category(value)]
+    except ValueError:
+        return value.replace("_", " ").capitalize()

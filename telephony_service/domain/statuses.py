@@ -33,6 +33,32 @@ CLOSED: frozenset[TaskStatus] = frozenset(
 OPEN: frozenset[TaskStatus] = frozenset(TaskStatus) - CLOSED
 
 
+# What staff pages call each status.
+LABELS: Mapping[TaskStatus, str] = MappingProxyType(
+    {
+        TaskStatus.NEW: "New",
+        TaskStatus.FIRST_ATTEMPTED: "First attempt made",
+        TaskStatus.LEFT_VOICEMAIL: "Left voicemail",
+        TaskStatus.SECOND_ATTEMPT_SCHEDULED: "Second attempt scheduled",
+        TaskStatus.REACHED: "Reached",
+        TaskStatus.SCHEDULED: "Scheduled",
+        TaskStatus.NEEDS_INSURANCE_FOLLOWUP: "Needs insurance follow-up",
+        TaskStatus.NEEDS_CLINICAL_ESCALATION: "Needs clinical escalation",
+        TaskStatus.CLOSED_NO_RESPONSE: "Closed: no response",
+        TaskStatus.CLOSED_RESOLVED: "Closed: resolved",
+        TaskStatus.CLOSED_OPTED_OUT: "Closed: opted out",
+        TaskStatus.MERGED: "Merged",
+    }
+)
+
+
+def label(value: str) -> str:
+    try:
+        return LABELS[TaskStatus(value)]
+    except ValueError:
+        return value.replace("_", " ").capitalize()
+
+
 def is_open(status: TaskStatus) -> bool:
     return status in OPEN
 
