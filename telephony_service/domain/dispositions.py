@@ -13,6 +13,9 @@ move of its own. Decisions made here:
 - A wrong number closes the task as resolved with the flag "wrong_number": nobody can be
   reached on that number, and the flag tells a manager reading closed tasks why. (A clinical
   escalation is still only closed by licensed staff.)
+- On a clinical escalation an administrative agent records only a call that did not reach
+  the patient, as a note (`note_only`): the status, the owner and the next action stay with
+  the care team, whose take-next only finds unowned tasks.
 - Nothing is recorded on a closed task: a patient who comes back reopens it (or opens a new
   one) through the webhooks, not through an agent's note.
 """
@@ -24,6 +27,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 
 from telephony_service.domain.statuses import (
+    CLINICAL_ONLY,
     IllegalTransition,
     TaskStatus,
     check_transition,
@@ -106,10 +110,6 @@ _PATH: Mapping[Disposition, tuple[TaskStatus, ...]] = MappingProxyType(
 )
 
 
-def is_reached(disposition: Disposition) -> bool:
-    return disposition in REACHED
-
-
 def stops_cadence(disposition: Disposition) -> bool:
     """Reached outcomes end the automated follow-ups (the patient has been spoken to), and
     so does a closing one. Not-reached outcomes leave the cadence as it is: running if it
@@ -136,6 +136,9 @@ def plan(
     if disposition in _TARGET:
         target = _TARGET[disposition]
         if target is current:
+            if note_only(current, clinical=clinical):
+                # Escalating again would hand a clinician's task back to the unowned queue.
+                raise IllegalTransition(current, target, CLINICAL_ONLY)
             return ()
         check_transition(current, target, clinical=clinical)
         return (target,)
@@ -156,9 +159,15 @@ def plan(
     return tuple(moves)
 
 
+def note_only(current: TaskStatus, *, clinical: bool) -> bool:
+    """True when this user's outcome is only a note on the task: an administrative agent's
+    on a clinical escalation (status, owner and next action stay with the care team)."""
+    return current is _S.NEEDS_CLINICAL_ESCALATION and not clinical
+
+
 def available(current: TaskStatus, *, clinical: bool) -> tuple[Disposition, ...]:
-    """The outcomes the form offers on a task in `current` for this user: an agent sees no
-    closing outcome on a clinical escalation."""
+    """The outcomes the form offers on a task in `current` for this user: on a clinical
+    escalation an agent sees only the not-reached ones."""
     offered = []
     for disposition in Disposition:
         try:

@@ -170,9 +170,15 @@ TRANSITIONS: Mapping[TaskStatus, frozenset[TaskStatus]] = MappingProxyType(
 )
 
 
-# Administrative agents must not close a clinical question. A patient's opt-out is honoured
-# whoever records it, and merging keeps the question alive on the surviving task.
-_CLINICAL_CLOSES: frozenset[TaskStatus] = CLOSED - {TaskStatus.CLOSED_OPTED_OUT, TaskStatus.MERGED}
+# Clinical escalation routes the task to licensed staff (DESIGN §3), so every move out of it
+# is theirs: were "scheduled" or "reached" open to an administrative agent, the close that
+# follows them (open to anyone) would end a clinical question in two steps. A patient's
+# opt-out is honoured whoever records it, and merging keeps the question alive on the
+# surviving task.
+_ANYONE_FROM_ESCALATION: frozenset[TaskStatus] = frozenset(
+    {TaskStatus.CLOSED_OPTED_OUT, TaskStatus.MERGED}
+)
+CLINICAL_ONLY = "only licensed staff move a clinical escalation on or close it"
 
 
 class IllegalTransition(ValueError):
@@ -185,14 +191,12 @@ class IllegalTransition(ValueError):
         self.target = target
 
 
+def needs_clinical_rights(current: TaskStatus, target: TaskStatus) -> bool:
+    return current is TaskStatus.NEEDS_CLINICAL_ESCALATION and target not in _ANYONE_FROM_ESCALATION
+
+
 def check_transition(current: TaskStatus, target: TaskStatus, *, clinical: bool = False) -> None:
     if target not in TRANSITIONS[current]:
         raise IllegalTransition(current, target)
-    if (
-        current is TaskStatus.NEEDS_CLINICAL_ESCALATION
-        and target in _CLINICAL_CLOSES
-        and not clinical
-    ):
-        raise IllegalTransition(
-            current, target, "a clinical escalation must be closed by licensed staff"
-        )
+    if not clinical and needs_clinical_rights(current, target):
+        raise IllegalTransition(current, target, CLINICAL_ONLY)

@@ -22,6 +22,7 @@ from telephony_service.db import locked
 from telephony_service.domain import compliance
 from telephony_service.domain.phones import display_number
 from telephony_service.domain.statuses import TaskStatus, is_open
+from telephony_service.formatting import clock
 from telephony_service.models import Contact, Message, Practice, Task, TaskEvent, User
 from telephony_service.services import audit, consent, delivery
 from telephony_service.services.links import link_url
@@ -83,6 +84,11 @@ def previews(practice: Practice, base_url: str) -> list[Preview]:
             continue
         shown.append(Preview(template, LABELS[template], rendered.body, rendered.segments))
     return shown
+
+
+def label(purpose: str) -> str:
+    """A text's name for staff, by its template (the keyword replies by their own name)."""
+    return LABELS.get(purpose) or purpose.replace("_", " ").capitalize()
 
 
 def new_nonce() -> str:
@@ -253,7 +259,6 @@ def _defer_words(reason: str) -> str:
 def _patient_time(contact: Contact, at: datetime, now: datetime) -> str:
     zones = compliance.contact_zones(contact.phone, contact.timezone)
     local = at.astimezone(ZoneInfo(zones[0] if zones else _UNKNOWN_ZONE))
-    clock = f"{local.hour % 12 or 12}:{local:%M} {'AM' if local.hour < 12 else 'PM'}"
     if at - now > timedelta(days=6):
-        return f"{local:%a} {local:%b} {local.day} {clock}"
-    return f"{local:%a} {clock}"
+        return f"{local:%a} {local:%b} {local.day} {clock(local)}"
+    return f"{local:%a} {clock(local)}"

@@ -1,51 +1,32 @@
-"""The task page's two use cases: everything an agent needs to see, and the outcome they record.
+"""Recording a call's outcome from the task page.
 
-Opening a task gathers its context in one place so nobody asks the patient twice: the
-contact and their consent history, the timeline (inbound calls with the voicemail, texts
-with their delivery status, link clicks, replies, notes, status changes, click-to-call
-attempts) and the call script. Recording an outcome moves the task along the domain's
-transition table (domain.dispositions decides how), writes the note on the timeline and
-audits who did it.
+The outcome moves the task along the domain's transition table (domain.dispositions
+decides how), writes the note on the timeline and audits who did it. What the page shows
+is assembled in services.task_page.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import Session
 
 from telephony_service.db import locked
 from telephony_service.domain import dispositions
 from telephony_service.domain.dispositions import Disposition
 from telephony_service.domain.notes import check_note, clean_note
 from telephony_service.domain.statuses import IllegalTransition, TaskStatus, is_open
-from telephony_service.models import (
-    Call,
-    ConsentChange,
-    Contact,
-    Message,
-    Practice,
-    Task,
-    TaskEvent,
-    User,
-)
+from telephony_service.models import Practice, Task, TaskEvent, User
 from telephony_service.services import audit, consent
-from telephony_service.services.scripts import CallScript, script_for
 from telephony_service.services.tasks import change_status
 
 # A next action further out than this is a typo (2062 for 2026), not a plan.
 MAX_NEXT_ACTION = timedelta(days=366)
-
-# Timeline entries shown through a richer row of their own (the call with its recording,
-# the text with its delivery status) rather than as events.
-_SHOWN_WITH_CALLS = frozenset({"voicemail", "call_merged", "transcription"})
-_SHOWN_WITH_TEXTS = frozenset(
-    {"text_sent", "text_blocked", "text_canceled", "text_failed", "text_undelivered"}
-)
+# Longer than any nonce a rendered form carries (services.task_page): the rest is noise.
+_NONCE_CHARS = 64
 
 
 class TaskNotFound(LookupError):
@@ -61,186 +42,9 @@ class OutcomeInvalid(ValueError):
         self.status = status
 
 
-@dataclass(frozen=True)
-class TimelineItem:
-    at: datetime
-    # an event's kind, or call | text | call_attempt
-    kind: str
-    text: str | None = None
-    data: dict[str, Any] = field(default_factory=dict)
-    audio_url: str | None = None
-
-
-@dataclass(frozen=True)
-class TaskPage:
-    task: Task
-    contact: Contact | None
-    consent: list[ConsentChange]
-    timeline: list[TimelineItem]
-    script: CallScript
-    dispositions: tuple[Disposition, ...]
-    clinical: bool
-
-
 def is_clinical(user: User) -> bool:
-    """Licensed staff: the only ones who may close a clinical escalation."""
+    """Licensed staff: the only ones who may move a clinical escalation on or close it."""
     return user.role == "clinician"
-
-
-def load_task(session: Session, practice_id: int, task_id: int) -> Task:
-    task = session.scalar(
-        select(Task)
-        .where(Task.id == task_id, Task.practice_id == practice_id)
-        .options(
-            selectinload(Task.timeline),
-            selectinload(Task.contact),
-            selectinload(Task.owner),
-            selectinload(Task.messages),
-        )
-    )
-    if task is None:
-        raise TaskNotFound(task_id)
-    return task
-
-
-def open_task(
-    session: Session,
-    *,
-    practice: Practice,
-    user: User,
-    task_id: int,
-    now: datetime,
-    record_view: bool = True,
-) -> TaskPage:
-    """The task page, audited as viewed (the audit row commits here). A page shown again
-    with a form's errors is not another view."""
-    task = load_task(session, practice.id, task_id)
-    if record_view:
-        audit.record(
-            session,
-            practice_id=practice.id,
-            user_id=user.id,
-            action="viewed_task",
-            now=now,
-            task_id=task.id,
-        )
-        session.commit()
-    return TaskPage(
-        task=task,
-        contact=task.contact,
-        consent=consent_history(session, task.contact_id),
-        timeline=timeline_of(session, task),
-        script=script_for(task, practice=practice, user=user, now=now),
-        dispositions=dispositions.available(TaskStatus(task.status), clinical=is_clinical(user)),
-        clinical=is_clinical(user),
-    )
-
-
-def live_task(
-    session: Session, *, practice: Practice, task_id: int
-) -> tuple[Task, list[TimelineItem]]:
-    """What the page refreshes in the background: the task and its timeline (not audited:
-    the page's own poll is not somebody opening the task)."""
-    task = load_task(session, practice.id, task_id)
-    return task, timeline_of(session, task)
-
-
-def consent_history(session: Session, contact_id: int | None) -> list[ConsentChange]:
-    if contact_id is None:
-        return []
-    return list(
-        session.scalars(
-            select(ConsentChange)
-            .where(ConsentChange.contact_id == contact_id)
-            .order_by(ConsentChange.at, ConsentChange.id)
-        )
-    )
-
-
-def timeline_of(session: Session, task: Task) -> list[TimelineItem]:
-    """The task's history, oldest first: its events, merged with the inbound calls and the
-    texts, which have rows of their own (a recording; a delivery status that moves on).
-    Click-to-call attempts are on it as the events bridging writes (placed, result)."""
-    calls = list(
-        session.scalars(select(Call).where(Call.task_id == task.id).order_by(Call.created_at))
-    )
-    messages: list[Message] = list(task.messages)
-    user_ids = {
-        int(e.data["user_id"])
-        for e in task.timeline
-        if e.kind == "note" and e.data and e.data.get("user_id") is not None
-    }
-    names = _user_names(session, user_ids)
-
-    items: list[TimelineItem] = []
-    transcriptions = {call.transcription for call in calls if call.transcription}
-    message_ids = {message.id for message in messages}
-    for event in task.timeline:
-        data = dict(event.data or {})
-        # The call rows show the voicemail and its transcription; only a transcription no
-        # call row carries is still worth an entry of its own.
-        if (
-            calls
-            and event.kind in _SHOWN_WITH_CALLS
-            and (event.kind != "transcription" or event.text in transcriptions)
-        ):
-            continue
-        if event.kind in _SHOWN_WITH_TEXTS and data.get("message_id") in message_ids:
-            continue
-        if event.kind == "note":
-            data["user"] = names.get(_int(data.get("user_id")), "someone")
-            disposition = data.get("disposition")
-            if disposition in set(Disposition):
-                data["label"] = dispositions.LABELS[Disposition(disposition)]
-        items.append(TimelineItem(at=event.at, kind=event.kind, text=event.text, data=data))
-    for call in calls:
-        items.append(
-            TimelineItem(
-                at=call.created_at,
-                kind="call",
-                text=call.transcription,
-                data={
-                    "status": call.status,
-                    "duration": call.duration,
-                    "voicemail": call.recording_sid is not None,
-                    "recording_duration": call.recording_duration,
-                },
-                audio_url=f"{call.recording_url}.mp3" if call.recording_url else None,
-            )
-        )
-    for message in messages:
-        items.append(
-            TimelineItem(
-                at=message.created_at,
-                kind="text",
-                text=message.body,
-                data={
-                    "purpose": message.purpose,
-                    "kind": message.kind,
-                    "status": message.status,
-                    "sent_at": message.sent_at,
-                    "not_before": message.not_before,
-                    "reason": message.defer_reason,
-                },
-            )
-        )
-    # Stable: entries at the same instant keep the order they were written in.
-    items.sort(key=lambda item: item.at)
-    return items
-
-
-def _user_names(session: Session, ids: set[int]) -> dict[int | None, str]:
-    if not ids:
-        return {}
-    rows = session.execute(select(User.id, User.name, User.email).where(User.id.in_(ids)))
-    return {row.id: row.name or row.email.split("@", 1)[0] for row in rows}
-
-
-def _int(value: Any) -> int | None:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return None
 
 
 # --- recording an outcome ----------------------------------------------------------------
@@ -252,6 +56,8 @@ class OutcomeForm:
     note: str
     # As typed in a datetime-local input: the practice's wall clock, "2026-11-18T09:00".
     next_action_at: str = ""
+    # The rendered form's one-time value: the same form sent twice records one outcome.
+    nonce: str = ""
 
 
 @dataclass(frozen=True)
@@ -260,6 +66,8 @@ class Recorded:
     disposition: Disposition
     previous: TaskStatus
     status: TaskStatus
+    # This form's outcome was already recorded; nothing was done this time.
+    duplicate: bool = False
 
 
 def parse_local(text: str, zone: ZoneInfo) -> datetime | None:
@@ -286,7 +94,9 @@ def record_outcome(
 
     Reached outcomes stop the automated cadence (the patient has been spoken to); not-reached
     ones never stop it and never restart one that something else stopped. A clinical
-    escalation goes to the clinicians' queue unowned; only a clinician may close it.
+    escalation goes to the clinicians' queue unowned; only a clinician may move it on or
+    close it, and an agent's missed call on it is a note that leaves its owner and next
+    action as they are. A form whose nonce is already on the timeline is not recorded again.
 
     Raises TaskNotFound, or OutcomeInvalid with the errors by field (status 403 when only
     the clinical rule refuses it).
@@ -301,7 +111,14 @@ def record_outcome(
         consent.lock_contact(session, found.contact_id)
     task = locked(session, Task, task_id)
     current = TaskStatus(task.status)
+    nonce = form.nonce.strip()[:_NONCE_CHARS]
+    # Under the task's lock, so a second post of the form waits for the first and finds it.
+    earlier = _recorded_with(session, task.id, nonce) if nonce else None
+    if earlier is not None:
+        session.rollback()
+        return Recorded(task.id, earlier, current, current, duplicate=True)
     clinical = is_clinical(user)
+    note_only = dispositions.note_only(current, clinical=clinical)
 
     errors: dict[str, str] = {}
     disposition = _disposition(form.disposition)
@@ -310,7 +127,10 @@ def record_outcome(
     problem = check_note(form.note)
     if problem is not None:
         errors["note"] = problem
-    next_at = _next_time(form.next_action_at, disposition, practice, now, errors)
+    # A note-only outcome sets no next action: the care team's stands.
+    next_at = (
+        None if note_only else _next_time(form.next_action_at, disposition, practice, now, errors)
+    )
     status = 422
     moves: tuple[TaskStatus, ...] = ()
     if disposition is not None:
@@ -322,8 +142,8 @@ def record_outcome(
             if dispositions.is_clinical_refusal(disposition, current):
                 status = 403
                 errors["disposition"] = (
-                    "Only clinical staff can close a clinical escalation. Add a note, or "
-                    "leave it for the care team."
+                    "Only clinical staff can move a clinical escalation on or close it. "
+                    "Record a call that did not reach the patient, or leave it for the care team."
                 )
             elif not is_open(current):
                 errors["disposition"] = "This task is closed; its outcome can't be changed."
@@ -338,13 +158,8 @@ def record_outcome(
 
     for target in moves:
         change_status(session, task, target, now=now, clinical=clinical)
-    if disposition not in dispositions.CLOSING:
-        if next_at is not None:
-            task.next_action = dispositions.NEXT_ACTION_WITH_TIME.get(disposition)
-            task.next_action_at = next_at
-        else:
-            task.next_action = dispositions.NEXT_ACTION_WITHOUT_TIME.get(disposition)
-            task.next_action_at = None
+    if not note_only:
+        _route(task, disposition, next_at, user)
     flag = dispositions.FLAGS.get(disposition)
     if flag is not None:
         task.flag = flag
@@ -352,20 +167,12 @@ def record_outcome(
         # change_status stops it on the way into a reached status; an outcome recorded on a
         # task already in one (scheduled, scheduled again) must stop it all the same.
         consent.stop_cadence(session, task, at=now, reason="reached")
-    if disposition is Disposition.CLINICAL_ESCALATION:
-        # To the clinicians' queue: whoever takes it there owns it.
-        task.owner_id = None
-    elif task.owner_id is None:
-        task.owner_id = user.id
     task.updated_at = now
+    data: dict[str, object] = {"disposition": disposition.value, "user_id": user.id}
+    if nonce:
+        data["nonce"] = nonce
     session.add(
-        TaskEvent(
-            task_id=task.id,
-            at=now,
-            kind="note",
-            text=clean_note(form.note),
-            data={"disposition": disposition.value, "user_id": user.id},
-        )
+        TaskEvent(task_id=task.id, at=now, kind="note", text=clean_note(form.note), data=data)
     )
     audit.record(
         session,
@@ -379,6 +186,35 @@ def record_outcome(
     )
     session.commit()
     return Recorded(task.id, disposition, current, TaskStatus(task.status))
+
+
+def _route(task: Task, disposition: Disposition, next_at: datetime | None, user: User) -> None:
+    """Who has the task next and what they do, after this outcome."""
+    if disposition not in dispositions.CLOSING:
+        if next_at is not None:
+            task.next_action = dispositions.NEXT_ACTION_WITH_TIME.get(disposition)
+            task.next_action_at = next_at
+        else:
+            task.next_action = dispositions.NEXT_ACTION_WITHOUT_TIME.get(disposition)
+            task.next_action_at = None
+    if disposition is Disposition.CLINICAL_ESCALATION:
+        # To the clinicians' queue: whoever takes it there owns it.
+        task.owner_id = None
+    elif task.owner_id is None:
+        task.owner_id = user.id
+
+
+def _recorded_with(session: Session, task_id: int, nonce: str) -> Disposition | None:
+    """The outcome a form with this nonce already recorded on the task, if one did."""
+    # A task has a handful of notes: reading them beats a JSON query each dialect spells
+    # differently.
+    for data in session.scalars(
+        select(TaskEvent.data).where(TaskEvent.task_id == task_id, TaskEvent.kind == "note")
+    ):
+        if data and data.get("nonce") == nonce:
+            # Written below with the outcome, so always a disposition's value.
+            return Disposition(data["disposition"])
+    return None
 
 
 def _disposition(value: str) -> Disposition | None:

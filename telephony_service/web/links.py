@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo
 from flask import Blueprint, Response, current_app, g, redirect, render_template, request, url_for
 
 from telephony_service.domain.phones import display_number
+from telephony_service.formatting import clock
 from telephony_service.services.links import (
     LinkError,
     LinkPage,
@@ -246,8 +247,7 @@ def _parse_slot(raw: str) -> datetime | None:
 def _label(at: datetime, zone: ZoneInfo) -> str:
     """'Tue 10:30 AM' in the practice's time, whatever the server's locale."""
     local = at.astimezone(zone)
-    hour = local.hour % 12 or 12
-    return f"{local:%a} {hour}:{local:%M} {'AM' if local.hour < 12 else 'PM'}"
+    return f"{local:%a} {clock(local)}"
 
 
 def _allow_form_target(view: LinkPage) -> None:

@@ -61,6 +61,7 @@ def record(
     disposition: str,
     note: str = NOTE,
     next_action_at: str = "",
+    nonce: str = "",
 ) -> outcomes.Recorded:
     with services.session() as session:
         return outcomes.record_outcome(
@@ -68,7 +69,7 @@ def record(
             practice=session.get_one(Practice, user.practice_id),
             user=session.get_one(User, user.id),
             task_id=task_id,
-            form=OutcomeForm(disposition, note, next_action_at),
+            form=OutcomeForm(disposition, note, next_action_at, nonce),
             now=services.clock(),
         )
 
@@ -194,6 +195,83 @@ def test_it_sends_an_escalation_to_the_clinicians_who_alone_can_close_it(
     task = task_row(services, referral)
     assert (task.status, task.owner_id) == ("closed_resolved", clinician.id)
     assert task.next_action is None
+
+
+def notes(services: Services, task_id: int) -> list[TaskEvent]:
+    with services.session() as session:
+        return list(
+            session.scalars(
+                select(TaskEvent)
+                .where(TaskEvent.task_id == task_id, TaskEvent.kind == "note")
+                .order_by(TaskEvent.id)
+            )
+        )
+
+
+def test_it_refuses_an_agent_the_two_step_close_of_an_escalation(
+    services: Services, agent: User, referral: int
+) -> None:
+    record(services, agent, referral, "needs_clinical_escalation", ESCALATION_NOTE)
+
+    # "Scheduled" first, "resolved" after would close it without a clinician.
+    for disposition in ("scheduled", "resolved", "needs_clinical_escalation"):
+        with pytest.raises(OutcomeInvalid) as refused:
+            record(services, agent, referral, disposition)
+        assert refused.value.status == 403
+        assert "Only clinical staff" in refused.value.errors["disposition"]
+
+    task = task_row(services, referral)
+    assert (task.status, task.owner_id, task.next_action) == (
+        "needs_clinical_escalation",
+        None,
+        "clinical_review",
+    )
+    assert len(notes(services, referral)) == 1
+
+
+def test_it_keeps_an_escalated_task_with_the_care_team_when_an_agent_misses_the_patient(
+    services: Services, agent: User, clinician: User, referral: int
+) -> None:
+    record(services, agent, referral, "needs_clinical_escalation", ESCALATION_NOTE)
+    before = task_row(services, referral)
+
+    record(services, agent, referral, "no_answer", VOICEMAIL_NOTE, TOMORROW_9AM)
+
+    task = task_row(services, referral)
+    assert (task.status, task.owner_id) == ("needs_clinical_escalation", None)
+    assert (task.next_action, task.next_action_at) == ("clinical_review", before.next_action_at)
+    assert [n.data["disposition"] for n in notes(services, referral) if n.data] == [
+        "needs_clinical_escalation",
+        "no_answer",
+    ]
+
+    # Nor does it take the task from the clinician who has it (no time needed either).
+    with services.session() as session:
+        session.get_one(Task, referral).owner_id = clinician.id
+        session.commit()
+    record(services, agent, referral, "left_voicemail", VOICEMAIL_NOTE)
+    task = task_row(services, referral)
+    assert (task.owner_id, task.next_action) == (clinician.id, "clinical_review")
+
+
+def test_it_records_one_outcome_for_a_form_sent_twice(
+    services: Services, agent: User, referral: int
+) -> None:
+    first = record(services, agent, referral, "scheduled", nonce="form-1")
+    again = record(services, agent, referral, "scheduled", nonce="form-1")
+
+    assert (first.duplicate, again.duplicate) == (False, True)
+    assert len(notes(services, referral)) == 1
+    with services.session() as session:
+        audited = session.scalars(
+            select(AuditEntry).where(AuditEntry.action == "changed_task")
+        ).all()
+    assert len(audited) == 1
+    # Another form (a later outcome) is recorded.
+    record(
+        services, agent, referral, "scheduled", "Moved the visit to Friday 10 am.", nonce="form-2"
+    )
+    assert len(notes(services, referral)) == 2
 
 
 def test_it_refuses_a_move_the_table_forbids_with_words(

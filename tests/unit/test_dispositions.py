@@ -12,6 +12,7 @@ from telephony_service.domain.dispositions import (
     Disposition,
     available,
     is_clinical_refusal,
+    note_only,
     plan,
     stops_cadence,
 )
@@ -82,13 +83,32 @@ def test_it_refuses_an_agent_closing_a_clinical_escalation() -> None:
         ) == (S.CLOSED_RESOLVED,)
 
 
-def test_it_hides_the_closing_outcomes_from_an_agent_on_an_escalated_task() -> None:
-    offered = available(S.NEEDS_CLINICAL_ESCALATION, clinical=False)
-    assert D.RESOLVED not in offered
-    assert D.WRONG_NUMBER not in offered
-    assert D.SCHEDULED in offered
-    assert D.RESOLVED in available(S.NEEDS_CLINICAL_ESCALATION, clinical=True)
+def test_it_offers_an_agent_only_the_not_reached_outcomes_on_an_escalated_task() -> None:
+    assert available(S.NEEDS_CLINICAL_ESCALATION, clinical=False) == (D.LEFT_VOICEMAIL, D.NO_ANSWER)
+    offered = available(S.NEEDS_CLINICAL_ESCALATION, clinical=True)
+    assert {D.SCHEDULED, D.RESOLVED, D.WRONG_NUMBER, D.NO_ANSWER} <= set(offered)
     assert set(available(S.NEW, clinical=False)) == set(Disposition)
+
+
+@pytest.mark.parametrize(
+    "disposition", [D.SCHEDULED, D.CLINICAL_ESCALATION, D.RESOLVED, D.WRONG_NUMBER]
+)
+def test_it_refuses_an_agent_moving_an_escalated_task_on(disposition: Disposition) -> None:
+    # Scheduling it first and closing it after would end a clinical question in two steps;
+    # escalating it again would take it from the clinician who owns it.
+    with pytest.raises(IllegalTransition, match="only licensed staff"):
+        plan(disposition, S.NEEDS_CLINICAL_ESCALATION, clinical=False, has_next_time=True)
+    assert is_clinical_refusal(disposition, S.NEEDS_CLINICAL_ESCALATION)
+
+
+def test_it_makes_an_agents_missed_call_on_an_escalated_task_a_note_only() -> None:
+    assert note_only(S.NEEDS_CLINICAL_ESCALATION, clinical=False)
+    assert not note_only(S.NEEDS_CLINICAL_ESCALATION, clinical=True)
+    assert not note_only(S.NEW, clinical=False)
+    for disposition in (D.LEFT_VOICEMAIL, D.NO_ANSWER):
+        assert (
+            plan(disposition, S.NEEDS_CLINICAL_ESCALATION, clinical=False, has_next_time=True) == ()
+        )
 
 
 def test_it_refuses_a_move_the_table_forbids_as_a_whole() -> None:

@@ -74,7 +74,6 @@ def test_it_lets_any_open_task_be_opted_out_or_merged(status: TaskStatus) -> Non
         (S.SCHEDULED, S.CLOSED_RESOLVED),
         (S.SCHEDULED, S.REACHED),
         (S.NEEDS_INSURANCE_FOLLOWUP, S.CLOSED_NO_RESPONSE),
-        (S.NEEDS_CLINICAL_ESCALATION, S.SCHEDULED),
         (S.CLOSED_NO_RESPONSE, S.NEW),
         (S.CLOSED_OPTED_OUT, S.NEW),
     ],
@@ -127,8 +126,21 @@ def test_it_lets_anyone_record_an_opt_out_or_merge_of_a_clinical_escalation() ->
     check_transition(S.NEEDS_CLINICAL_ESCALATION, S.MERGED)
 
 
-def test_it_lets_administrative_staff_move_a_clinical_escalation_along() -> None:
-    check_transition(S.NEEDS_CLINICAL_ESCALATION, S.REACHED)
+@pytest.mark.parametrize(
+    "target",
+    sorted(TRANSITIONS[S.NEEDS_CLINICAL_ESCALATION] - {S.CLOSED_OPTED_OUT, S.MERGED}),
+)
+def test_it_needs_licensed_staff_for_every_other_move_out_of_a_clinical_escalation(
+    target: TaskStatus,
+) -> None:
+    # "scheduled", then "closed_resolved" (open to anyone) would close it in two steps.
+    with pytest.raises(IllegalTransition, match="only licensed staff"):
+        check_transition(S.NEEDS_CLINICAL_ESCALATION, target)
+    check_transition(S.NEEDS_CLINICAL_ESCALATION, target, clinical=True)
+
+
+def test_it_offers_clinical_staff_the_ways_on_from_a_clinical_escalation() -> None:
+    assert {S.REACHED, S.SCHEDULED, S.CLOSED_RESOLVED} <= TRANSITIONS[S.NEEDS_CLINICAL_ESCALATION]
 
 
 def test_it_still_rejects_a_table_illegal_move_for_clinical_staff() -> None:

@@ -163,6 +163,22 @@ def test_it_sends_one_text_for_a_double_press(
     assert len(messages(services)) == 1
 
 
+def test_it_refuses_a_send_without_its_nonce(
+    browser: FlaskClient, services: Services, task_id: int
+) -> None:
+    # A fresh nonce made up here would let a double press send two texts.
+    for data in (
+        {**CSRF, "template": "text_back"},
+        {**CSRF, "template": "text_back", "nonce": " "},
+    ):
+        response = browser.post(f"/tasks/{task_id}/texts", data=data)
+
+        assert response.status_code == 400
+        assert "This form has expired" in response.get_data(as_text=True)
+    assert messages(services) == []
+    assert audit_rows(services) == []
+
+
 def test_it_says_why_a_closed_task_or_a_task_without_a_number_gets_no_text(
     browser: FlaskClient, services: Services, riverside: int
 ) -> None:

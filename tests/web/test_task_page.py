@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import secrets
 from datetime import timedelta
 
 import pytest
@@ -71,6 +72,11 @@ def voicemail_task(
     [task] = tasks_of(services, riverside)
     assert task.category == "voicemail"
     return task.id
+
+
+def outcome_form(nonce: str | None = None) -> dict[str, str]:
+    """What every rendering of the outcome form carries: the CSRF token and its own nonce."""
+    return {**CSRF, "nonce": nonce or secrets.token_urlsafe(12)}
 
 
 def _task(services: Services, task_id: int) -> Task:
@@ -190,7 +196,7 @@ def test_it_answers_404_for_another_practices_task(
     assert browser.get(f"/tasks/{theirs}/live", headers=BACKGROUND).status_code == 404
     response = browser.post(
         f"/tasks/{theirs}/outcome",
-        data={**CSRF, "disposition": "scheduled", "note": GOOD_NOTE},
+        data={**outcome_form(), "disposition": "scheduled", "note": GOOD_NOTE},
     )
     assert response.status_code == 404
     assert _task(services, theirs).status == "new"
@@ -214,7 +220,7 @@ def test_it_refreshes_the_status_and_timeline_in_the_background(
     task_id = make_task(services, riverside)
     browser.post(
         f"/tasks/{task_id}/outcome",
-        data={**CSRF, "disposition": "scheduled", "note": GOOD_NOTE},
+        data={**outcome_form(), "disposition": "scheduled", "note": GOOD_NOTE},
     )
 
     response = browser.get(f"/tasks/{task_id}/live", headers=BACKGROUND)
@@ -238,7 +244,12 @@ def test_it_refuses_a_low_information_note_and_changes_nothing(
 
     response = browser.post(
         f"/tasks/{task_id}/outcome",
-        data={**CSRF, "disposition": "no_answer", "note": "called pt", "next_action_at": ""},
+        data={
+            **outcome_form(),
+            "disposition": "no_answer",
+            "note": "called pt",
+            "next_action_at": "",
+        },
     )
 
     assert response.status_code == 422
@@ -261,7 +272,7 @@ def test_it_records_a_reached_outcome_and_goes_back_to_the_queue(
 
     response = browser.post(
         f"/tasks/{task_id}/outcome",
-        data={**CSRF, "disposition": "scheduled", "note": GOOD_NOTE},
+        data={**outcome_form("form-1"), "disposition": "scheduled", "note": GOOD_NOTE},
     )
 
     assert response.status_code == 303
@@ -272,7 +283,7 @@ def test_it_records_a_reached_outcome_and_goes_back_to_the_queue(
     assert task.cadence_stopped_at is not None
     [note] = _events(services, task_id, "note")
     assert note.text == GOOD_NOTE
-    assert note.data == {"disposition": "scheduled", "user_id": alice.id}
+    assert note.data == {"disposition": "scheduled", "user_id": alice.id, "nonce": "form-1"}
     [changed] = _audit(services, "changed_task")
     assert changed.data == {"disposition": "scheduled", "from": "new", "to": "scheduled"}
     assert GOOD_NOTE not in str(changed.data)
@@ -288,7 +299,7 @@ def test_it_stores_the_next_action_time_typed_on_the_practice_clock_in_utc(
     response = browser.post(
         f"/tasks/{task_id}/outcome",
         data={
-            **CSRF,
+            **outcome_form(),
             "disposition": "left_voicemail",
             "note": "Left voicemail re: referral scheduling; second attempt set for tomorrow.",
             # 09:00 in New York on Wednesday 18 November 2026 (EST, UTC-5).
@@ -319,7 +330,12 @@ def test_it_requires_a_future_next_action_time_where_the_outcome_needs_one(
 
     response = browser.post(
         f"/tasks/{task_id}/outcome",
-        data={**CSRF, "disposition": "no_answer", "note": GOOD_NOTE, "next_action_at": value},
+        data={
+            **outcome_form(),
+            "disposition": "no_answer",
+            "note": GOOD_NOTE,
+            "next_action_at": value,
+        },
     )
 
     assert response.status_code == 422
@@ -334,7 +350,7 @@ def test_it_moves_an_escalation_to_the_clinicians_and_only_they_can_close_it(
     escalated = browser.post(
         f"/tasks/{task_id}/outcome",
         data={
-            **CSRF,
+            **outcome_form(),
             "disposition": "needs_clinical_escalation",
             "note": "Patient asks whether the new rash needs a visit; routed to the nurses.",
         },
@@ -351,13 +367,15 @@ def test_it_moves_an_escalation_to_the_clinicians_and_only_they_can_close_it(
     refused = browser.post(
         f"/tasks/{task_id}/outcome",
         data={
-            **CSRF,
+            **outcome_form(),
             "disposition": "resolved",
             "note": "Told the patient it is nothing to worry.",
         },
     )
     assert refused.status_code == 403
-    assert "Only clinical staff can close a clinical escalation" in refused.get_data(as_text=True)
+    assert "Only clinical staff can move a clinical escalation on or close it" in refused.get_data(
+        as_text=True
+    )
     assert _task(services, task_id).status == "needs_clinical_escalation"
 
     nurse = make_user(
@@ -369,7 +387,7 @@ def test_it_moves_an_escalation_to_the_clinicians_and_only_they_can_close_it(
     closed = clinician.post(
         f"/tasks/{task_id}/outcome",
         data={
-            **CSRF,
+            **outcome_form(),
             "disposition": "resolved",
             "note": "Spoke with patient; rash advice given, no visit needed.",
         },
@@ -399,7 +417,117 @@ def test_it_says_a_closed_task_takes_no_outcome(
 
     assert 'data-testid="outcome-closed"' in browser.get(f"/tasks/{task_id}").get_data(as_text=True)
     response = browser.post(
-        f"/tasks/{task_id}/outcome", data={**CSRF, "disposition": "scheduled", "note": GOOD_NOTE}
+        f"/tasks/{task_id}/outcome",
+        data={**outcome_form(), "disposition": "scheduled", "note": GOOD_NOTE},
     )
     assert response.status_code == 422
     assert "This task is closed" in response.get_data(as_text=True)
+
+
+def _escalate(browser: FlaskClient, task_id: int) -> None:
+    escalated = browser.post(
+        f"/tasks/{task_id}/outcome",
+        data={
+            **outcome_form(),
+            "disposition": "needs_clinical_escalation",
+            "note": "Patient asks whether the new rash needs a visit; routed to the nurses.",
+        },
+    )
+    assert escalated.status_code == 303
+
+
+def test_it_refuses_an_agent_the_two_step_close_of_an_escalation(
+    browser: FlaskClient, services: Services, riverside: int
+) -> None:
+    task_id = make_task(services, riverside)
+    _escalate(browser, task_id)
+
+    page = browser.get(f"/tasks/{task_id}").get_data(as_text=True)
+    assert re.findall(r'name="disposition" value="([a-z_]+)"', page) == [
+        "left_voicemail",
+        "no_answer",
+    ]
+    assert 'name="next_action_at"' not in page
+
+    # "Scheduled" (open to anyone before) and then "resolved" would close it: neither goes.
+    for disposition in ("scheduled", "resolved"):
+        refused = browser.post(
+            f"/tasks/{task_id}/outcome",
+            data={**outcome_form(), "disposition": disposition, "note": GOOD_NOTE},
+        )
+        assert refused.status_code == 403
+        assert "Only clinical staff" in refused.get_data(as_text=True)
+    task = _task(services, task_id)
+    assert (task.status, task.owner_id, task.next_action) == (
+        "needs_clinical_escalation",
+        None,
+        "clinical_review",
+    )
+    assert len(_events(services, task_id, "note")) == 1
+
+
+def test_it_records_an_agents_missed_call_on_an_escalation_as_a_note_only(
+    browser: FlaskClient, services: Services, riverside: int
+) -> None:
+    task_id = make_task(services, riverside)
+    _escalate(browser, task_id)
+
+    response = browser.post(
+        f"/tasks/{task_id}/outcome",
+        data={
+            **outcome_form(),
+            "disposition": "no_answer",
+            "note": "Called back about the rash question, no answer; the nurses still have it.",
+        },
+    )
+
+    assert response.status_code == 303
+    task = _task(services, task_id)
+    # Still in the clinicians' take-next, which only takes unowned tasks.
+    assert (task.status, task.owner_id, task.next_action) == (
+        "needs_clinical_escalation",
+        None,
+        "clinical_review",
+    )
+    assert [
+        note.data["disposition"] for note in _events(services, task_id, "note") if note.data
+    ] == [
+        "needs_clinical_escalation",
+        "no_answer",
+    ]
+
+
+def test_it_records_one_outcome_for_a_form_sent_twice(
+    browser: FlaskClient, services: Services, riverside: int
+) -> None:
+    task_id = make_task(services, riverside)
+    page = browser.get(f"/tasks/{task_id}").get_data(as_text=True)
+    nonce = re.search(r'id="outcome-form".*?name="nonce" value="([^"]+)"', page, re.S)
+    assert nonce is not None
+    sent = {**CSRF, "nonce": nonce.group(1), "disposition": "scheduled", "note": GOOD_NOTE}
+
+    first = browser.post(f"/tasks/{task_id}/outcome", data=sent)
+    again = browser.post(f"/tasks/{task_id}/outcome", data=sent)
+
+    assert (first.status_code, again.status_code) == (303, 303)
+    assert len(_events(services, task_id, "note")) == 1
+    assert len(_audit(services, "changed_task")) == 1
+    assert "this outcome was already recorded" in browser.get("/queue").get_data(as_text=True)
+    # The next rendering carries a new nonce.
+    assert nonce.group(1) not in browser.get(f"/tasks/{task_id}").get_data(as_text=True)
+
+
+def test_it_refuses_an_outcome_without_its_nonce(
+    browser: FlaskClient, services: Services, riverside: int
+) -> None:
+    task_id = make_task(services, riverside)
+
+    response = browser.post(
+        f"/tasks/{task_id}/outcome",
+        data={**CSRF, "disposition": "scheduled", "note": GOOD_NOTE},
+    )
+
+    assert response.status_code == 400
+    assert "This form has expired" in response.get_data(as_text=True)
+    assert _task(services, task_id).status == "new"
+    assert _events(services, task_id, "note") == []
