@@ -19,8 +19,9 @@ ringing, answered as CallStatus=in-progress, completed); its Url is fetched (a s
 with CallSid and CallStatus=in-progress) and the TwiML answered is run: <Say> and <Pause>
 are skipped, <Gather> posts the configured digits to its action (none: the call falls
 through to the next verb, as when nobody presses a key), <Dial><Number> posts the
-Number's status callbacks for its statusCallbackEvent list and then the Dial's action with
-the configured DialCallStatus (and AnsweredBy, when set), <Redirect> fetches its URL,
+Number's status callbacks for its statusCallbackEvent list (and, once it is answered, the
+configured AnsweredBy to its amdStatusCallback if it asked for machineDetection) and then
+the Dial's action with the configured DialCallStatus, <Redirect> fetches its URL,
 <Hangup> ends the call. Then the call is completed and its last status callback posted.
 Every such webhook is kept (GET /_fake/webhooks). With callbacks off, calls stay "queued".
 
@@ -31,7 +32,7 @@ Control API (JSON, outside /2010-04-01, no auth):
                            their value
     GET  /_fake/webhooks  {"webhooks": [{"kind", "at", "url", "params", "status"}, ...]}: the
                            calls' webhooks in the order posted; kind is call_status, call_url,
-                           gather_action, number_status, dial_action or redirect
+                           gather_action, number_status, amd_status, dial_action or redirect
     POST /_fake/faults    {"messages": [fault, ...], "calls": [fault, ...],
                            "messages_error_for": {"+1...": fault or null},
                            "calls_error_for": {...}}
@@ -218,7 +219,8 @@ class Webhook:
 @dataclass
 class CallScript:
     """How the people on a call behave: the key the answerer presses at a <Gather> (None:
-    no key), and how a <Dial>led number answers."""
+    no key), how a <Dial>led number answers, and what machine detection says of whoever
+    answered it (answered_by: "human", "machine_start", "fax"...; None: no verdict)."""
 
     digits: str | None = "1"
     dial_status: str = "completed"
@@ -985,9 +987,9 @@ class FakeTwilio:
                 if callback and event in events:
                     talked = str(script.duration) if answered else "0"
                     extra = {"CallDuration": talked} if event == "completed" else {}
-                    if script.answered_by and answered and event != "initiated":
-                        extra["AnsweredBy"] = script.answered_by
                     self._webhook("number_status", callback, {**leg, "CallStatus": status, **extra})
+                if event == "answered":
+                    self._detect_machine(number, leg, script)
         result = {
             **params,
             "DialCallStatus": script.dial_status,
@@ -996,9 +998,22 @@ class FakeTwilio:
         }
         if answered:
             result["DialCallDuration"] = str(script.duration)
-            if script.answered_by:
-                result["AnsweredBy"] = script.answered_by
         return result
+
+    def _detect_machine(self, number: ET.Element, leg: dict[str, str], script: CallScript) -> None:
+        """Answering machine detection on an answered <Number>: as with Twilio, AnsweredBy
+        exists only when the Number asked for detection, and goes to its amdStatusCallback."""
+        asked = number.get("machineDetection") in ("Enable", "DetectMessageEnd")
+        url = number.get("amdStatusCallback")
+        if not (asked and url and script.answered_by):
+            return
+        verdict = {
+            "AccountSid": leg["AccountSid"],
+            "CallSid": leg["CallSid"],
+            "AnsweredBy": script.answered_by,
+            "MachineDetectionDuration": "2400",
+        }
+        self._webhook("amd_status", url, verdict)
 
     def _webhook(self, kind: str, url: str, params: dict[str, str]) -> bytes | None:
         at = time.time()

@@ -358,7 +358,8 @@ class CallAttempt(Base):
     contact_id: Mapped[int | None] = mapped_column(ForeignKey("contacts.id", ondelete="SET NULL"))
     request_key: Mapped[str] = mapped_column(String(100), unique=True)
     # pending → agent_ringing → agent_answered → patient_ringing → in_progress → an outcome
-    # (completed, no-answer, busy, failed, canceled, machine, agent_missed, agent_declined).
+    # (completed, no-answer, busy, failed, canceled, machine, agent_missed, agent_declined,
+    # ended: a dial result Twilio gave that we do not know).
     status: Mapped[str16]
     agent_call_sid: Mapped[str | None] = mapped_column(String(64), unique=True)
     patient_call_sid: Mapped[str | None] = mapped_column(String(64), unique=True)

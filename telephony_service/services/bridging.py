@@ -3,18 +3,22 @@
 An attempt's life: `pending` (the row exists; the provider has not been asked yet) →
 `agent_ringing` → `agent_answered` (the whisper plays) → `patient_ringing` (the agent pressed
 1 and <Dial> went out) → `in_progress` (the patient picked up) → an outcome: completed,
-no-answer, busy, failed, canceled, machine (the dial's answer), agent_missed (the agent's
+no-answer, busy, failed, canceled, machine (answering machine detection said so), ended (the
+dial ended with a result we do not know; shown as reported), agent_missed (the agent's
 phone rang out, or nobody pressed a key: a voicemail never reaches the patient),
 agent_declined (another key), blocked (the compliance gate said no at accept time).
 `unknown` means the provider's answer to our request was lost: callbacks may still come.
 
 Twilio's callbacks arrive late, twice or out of order, so every status here only moves
-forward, and the outcome's timeline entry is written once, by whichever callback ends it.
+forward, and the outcome's timeline entry is written once, by whichever callback ends it
+(the one exception: a completed call that detection later calls a machine gets a second
+entry saying so; the timeline is append-only).
 
-Compliance: the gate is asked when Call is pressed and again when the agent accepts, right
-before the patient's phone rings. Outside the patient's contact window the agent may still
-call if the patient asked to be called then (ticked and explained, and audited); the
-3-attempts-a-day cap has no override: it is there for the patient who did not ask.
+Compliance (services.call_gate): the gate is asked when Call is pressed and again when the
+agent accepts, right before the patient's phone rings, each time with the patient's contact
+row locked, so calls and texts to one patient see each other in the caps. An override of
+the contact window is audited without its free-text reason, which stays on the attempt.
+The TwiML lives in services.call_twiml.
 """
 
 from __future__ import annotations
@@ -22,37 +26,27 @@ from __future__ import annotations
 import logging
 import re
 import secrets
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
-from twilio.twiml.voice_response import VoiceResponse
 
-from telephony_service.domain import compliance
-from telephony_service.domain.categories import LABELS, Category
+from telephony_service.db import locked
 from telephony_service.domain.phones import mask_phone, normalise_phone
-from telephony_service.domain.statuses import TaskStatus, is_open
 from telephony_service.gateways.base import GatewayError, OutboundCall, TelephonyGateway
-from telephony_service.models import CallAttempt, Contact, Practice, Task, TaskEvent, User
-from telephony_service.services import audit, delivery
-from telephony_service.services.practices import texting_policy
-from telephony_service.services.voice import VOICE
-from telephony_service.wording import render
+from telephony_service.models import CallAttempt, Practice, Task, TaskEvent, User
+from telephony_service.services import audit, call_twiml, consent
+from telephony_service.services.call_gate import Verdict, check_call
+from telephony_service.services.call_twiml import BRIDGE_PATH
+from telephony_service.services.outcomes import TaskNotFound
 
 log = logging.getLogger(__name__)
 
-BRIDGE_PATH = "/twilio/voice/bridge"
-
-# How long the agent's phone rings before the attempt counts as missed, how long the
-# whisper waits for a key, and how long the patient's phone rings.
+# How long the agent's phone rings before the attempt counts as missed.
 AGENT_RING_SECONDS = 20
-ACCEPT_SECONDS = 8
-PATIENT_RING_SECONDS = 25
 
 # An attempt still under way blocks another Call on the task, but callbacks can be lost (a
 # wrong PUBLIC_BASE_URL in development, an outage): after this long without news it no
@@ -81,6 +75,7 @@ OUTCOMES = frozenset(
         "failed",
         "canceled",
         "machine",
+        "ended",
         "agent_missed",
         "agent_declined",
         "blocked",
@@ -101,8 +96,10 @@ _CALL_RANK = {
     "canceled": 4,
 }
 _CALL_FINAL = frozenset({"completed", "busy", "no-answer", "failed", "canceled"})
-# What <Dial> reports in DialCallStatus.
+# What <Dial> reports in DialCallStatus. Twilio may also say the call was answered (it
+# connected, and is over by the time the action is posted): that is a completed call.
 _DIAL_OUTCOMES = frozenset({"completed", "no-answer", "busy", "failed", "canceled"})
+_DIAL_CONNECTED = frozenset({"answered", "in-progress"})
 
 LABELS_BY_STATUS = {
     "pending": "Placing the call…",
@@ -117,6 +114,7 @@ LABELS_BY_STATUS = {
     "failed": "Call failed",
     "canceled": "Call canceled",
     "machine": "Answering machine",
+    "ended": "Call ended",
     "agent_missed": "Not connected: your phone was not answered or no key was pressed",
     "agent_declined": "Not connected: you declined on the phone",
     "blocked": "Not connected: the patient cannot be called now",
@@ -130,10 +128,6 @@ class CallRefused(Exception):
         super().__init__(message)
         self.message = message
         self.override_possible = override_possible
-
-
-class TaskNotFound(LookupError):
-    """No such task in the user's practice (another practice's id included)."""
 
 
 # --- what the task page shows -------------------------------------------------------
@@ -199,14 +193,6 @@ class CallPanel:
         return self.attempt.label if self.attempt else None
 
 
-@dataclass(frozen=True)
-class Verdict:
-    allowed: bool
-    reason: str | None = None
-    override_possible: bool = False
-    opens_at: datetime | None = None
-
-
 def call_panel(
     session: Session, *, task: Task, user: User, practice: Practice, now: datetime
 ) -> CallPanel:
@@ -270,80 +256,7 @@ def _under_way(attempt: CallAttempt, now: datetime) -> bool:
     return now - attempt.updated_at < stale
 
 
-# --- the compliance gate for a call ---------------------------------------------------
-
-
-def check_call(session: Session, *, task: Task, practice: Practice, now: datetime) -> Verdict:
-    """May the patient of this task be called now (a manual call, as the gate sees it)?"""
-    contact = task.contact
-    if task.no_callback_number or contact is None or not contact.phone:
-        return Verdict(False, "This task has no callback number.")
-    if not is_open(TaskStatus(task.status)):
-        return Verdict(False, "This task is closed.")
-    facts = compliance.ContactFacts(
-        phone=contact.phone,
-        timezone=contact.timezone,
-        state=contact.state,
-        # Opting out of texts is not refusing a call; the gate knows, and still says so
-        # for automated calls.
-        opted_out=contact.opted_out_at is not None,
-    )
-    policy_row = texting_policy(session, practice.id)
-    policy = delivery.policy_for(policy_row)
-    # The caps count calls and texts alike (delivery's history); None: no text is sending.
-    history = delivery.contact_history(session, policy_row, contact, None, now)
-    decision = compliance.evaluate(
-        now,
-        channel=compliance.Channel.CALL,
-        purpose=compliance.Purpose.MANUAL,
-        contact=facts,
-        history=history,
-        policy=policy,
-    )
-    if isinstance(decision, compliance.Allowed):
-        return Verdict(True)
-    if isinstance(decision, compliance.Block):
-        return Verdict(False, f"The patient cannot be called: {decision.reason}.")
-    zone = ZoneInfo(practice.timezone)
-    capped_until = _cap_lifts_at(history.attempts, now)
-    if capped_until is not None:
-        return Verdict(
-            False,
-            f"The patient has had {compliance.ATTEMPTS_PER_DAY} calls or texts in the last "
-            f"24 hours; the next is possible {_when(capped_until, zone, now)}.",
-        )
-    # Not the cap: the contact window. Asked again without the history to learn when it opens.
-    window = compliance.evaluate(
-        now,
-        channel=compliance.Channel.CALL,
-        purpose=compliance.Purpose.MANUAL,
-        contact=facts,
-        history=compliance.History(attempts=(), automated_texts=(), practice_sent_today=0),
-        policy=policy,
-    )
-    if isinstance(window, compliance.Defer):
-        return Verdict(
-            False,
-            f"Outside the patient's contact window: {window.reason}. Call now only if the "
-            "patient asked to be called at this time.",
-            override_possible=True,
-            opens_at=window.until,
-        )
-    return Verdict(False, f"The patient cannot be called now: {decision.reason}.")
-
-
-def _cap_lifts_at(attempts: Sequence[datetime], now: datetime) -> datetime | None:
-    recent = sorted((at for at in attempts if at > now - timedelta(hours=24)), reverse=True)
-    if len(recent) < compliance.ATTEMPTS_PER_DAY:
-        return None
-    return recent[compliance.ATTEMPTS_PER_DAY - 1] + timedelta(hours=24)
-
-
-def _when(at: datetime, zone: ZoneInfo, now: datetime) -> str:
-    local, today = at.astimezone(zone), now.astimezone(zone)
-    if local.date() == today.date():
-        return f"at {local:%H:%M} ({zone.key})"
-    return f"on {local:%a} {local.day} {local:%b} at {local:%H:%M} ({zone.key})"
+# --- who may press Call ---------------------------------------------------------------
 
 
 def _press_verdict(
@@ -376,35 +289,30 @@ def start_call(
     agent. A provider error does not raise: the attempt carries it (failed, or unknown
     when the request may have gone through).
     """
-    task = session.scalar(select(Task).where(Task.id == task_id, Task.practice_id == practice.id))
-    if task is None:
+    found = session.execute(
+        select(Task.id, Task.contact_id).where(Task.id == task_id, Task.practice_id == practice.id)
+    ).first()
+    if found is None:
         raise TaskNotFound(task_id)
     if not _NONCE.fullmatch(nonce or ""):
         raise CallRefused("This form has expired. Reload the page and press Call again.")
+    # Lock order everywhere: contact, then task (see delivery.send_message). Both stay
+    # locked until the attempt row is committed: two presses with different forms (two
+    # tabs, two agents) take turns, the second sees the first under way, and calls and
+    # texts to one patient see each other in the caps.
+    if found.contact_id is not None:
+        consent.lock_contact(session, found.contact_id)
+    task = locked(session, Task, found.id)
     key = f"{task.id}:{nonce}"
     existing = _by_key(session, key)
     if existing is not None:
+        session.commit()  # nothing written; the locks go
         return existing
-    latest = session.scalar(
-        select(CallAttempt)
-        .where(CallAttempt.task_id == task.id)
-        .order_by(CallAttempt.created_at.desc(), CallAttempt.id.desc())
-        .limit(1)
-    )
-    if latest is not None and _under_way(latest, now):
-        raise CallRefused("A call for this task is under way.")
-    verdict = _press_verdict(session, task=task, user=user, practice=practice, now=now)
-    override = None
-    if not verdict.allowed:
-        if not verdict.override_possible:
-            raise CallRefused(verdict.reason or "The patient cannot be called now.")
-        override = _clean_reason(override_reason)
-        if override is None:
-            raise CallRefused(
-                f"{verdict.reason} Tick the box and say briefly when the patient asked "
-                "to be called.",
-                override_possible=True,
-            )
+    try:
+        override = _may_press(session, task, user, practice, now, override_reason)
+    except CallRefused:
+        session.rollback()
+        raise
     assert task.contact is not None  # check_call refuses a task without one
     attempt = CallAttempt(
         practice_id=practice.id,
@@ -423,10 +331,10 @@ def start_call(
     except IntegrityError:
         # The same form, sent twice at once: the other request has written it.
         session.rollback()
-        found = _by_key(session, key)
-        if found is None:
+        raced = _by_key(session, key)
+        if raced is None:
             raise
-        return found
+        return raced
     audit.record(
         session,
         practice_id=practice.id,
@@ -446,7 +354,9 @@ def start_call(
             now=now,
             task_id=task.id,
             call_attempt_id=attempt.id,
-            data={"reason": override, "window": verdict.reason},
+            # The agent's words stay on the attempt (override_reason): they may name the
+            # patient or what she said, and the audit log is read for who did what.
+            data={"override": True},
         )
     placed_by = user.name or "an agent"
     session.add(
@@ -484,6 +394,38 @@ def start_call(
     attempt.updated_at = now
     session.commit()
     return attempt
+
+
+def _may_press(
+    session: Session,
+    task: Task,
+    user: User,
+    practice: Practice,
+    now: datetime,
+    override_reason: str | None,
+) -> str | None:
+    """May Call go now? The override's reason when it goes outside the contact window, None
+    when it goes without one; raises CallRefused."""
+    latest = session.scalar(
+        select(CallAttempt)
+        .where(CallAttempt.task_id == task.id)
+        .order_by(CallAttempt.created_at.desc(), CallAttempt.id.desc())
+        .limit(1)
+    )
+    if latest is not None and _under_way(latest, now):
+        raise CallRefused("A call for this task is under way.")
+    verdict = _press_verdict(session, task=task, user=user, practice=practice, now=now)
+    if verdict.allowed:
+        return None
+    if not verdict.override_possible:
+        raise CallRefused(verdict.reason or "The patient cannot be called now.")
+    override = _clean_reason(override_reason)
+    if override is None:
+        raise CallRefused(
+            f"{verdict.reason} Tick the box and say briefly when the patient asked to be called.",
+            override_possible=True,
+        )
+    return override
 
 
 def _by_key(session: Session, key: str) -> CallAttempt | None:
@@ -541,15 +483,15 @@ def agent_answered(
     attempt = _locked(session, attempt_id)
     if attempt is None or not _adopt_agent_sid(attempt, params.get("CallSid")):
         session.rollback()
-        return unknown_call_twiml()
+        return call_twiml.unknown_call_twiml()
     if attempt.status in OUTCOMES:
         session.rollback()
-        return goodbye_twiml()
+        return call_twiml.goodbye_twiml()
     attempt.status = _forward(attempt.status, "agent_answered")
     attempt.agent_status = _forward_call(attempt.agent_status, "in-progress")
     attempt.updated_at = now
     task = session.get_one(Task, attempt.task_id)
-    twiml = whisper_twiml(
+    twiml = call_twiml.whisper_twiml(
         attempt.id,
         base_url=base_url,
         category=task.category,
@@ -569,26 +511,34 @@ def agent_pressed(
     now: datetime,
 ) -> str:
     """The whisper's key: 1 dials the patient if the gate still allows it (TwiML)."""
+    contact_id = (
+        session.scalar(select(CallAttempt.contact_id).where(CallAttempt.id == attempt_id))
+        if attempt_id is not None
+        else None
+    )
+    # Lock order everywhere: contact first (see delivery.send_message). Held until the dial
+    # is recorded, so two accepts for one patient (two tasks, two agents) or a text being
+    # sent to her take turns, and each sees the other in the caps.
+    contact = consent.lock_contact(session, contact_id) if contact_id is not None else None
     attempt = _locked(session, attempt_id)
     if attempt is None or not _adopt_agent_sid(attempt, params.get("CallSid")):
         session.rollback()
-        return unknown_call_twiml()
+        return call_twiml.unknown_call_twiml()
     task = session.get_one(Task, attempt.task_id)
     practice = session.get_one(Practice, attempt.practice_id)
-    contact = session.get(Contact, attempt.contact_id) if attempt.contact_id else None
     if attempt.status in _BRIDGED and contact is not None:
         # Twilio asking again (our first answer was lost): the same <Dial>.
         session.rollback()
-        return dial_twiml(
+        return call_twiml.dial_twiml(
             attempt.id, base_url=base_url, caller_id=practice.twilio_number, to=contact.phone
         )
     if attempt.status in OUTCOMES:
         session.rollback()
-        return goodbye_twiml()
+        return call_twiml.goodbye_twiml()
     if params.get("Digits") != "1":
         _finish(session, attempt, "agent_declined", now)
         session.commit()
-        return declined_twiml()
+        return call_twiml.declined_twiml()
     verdict = check_call(session, task=task, practice=practice, now=now)
     allowed = verdict.allowed or (verdict.override_possible and attempt.override_reason)
     if not allowed or contact is None:
@@ -596,14 +546,14 @@ def agent_pressed(
         _finish(session, attempt, "blocked", now, error=reason[:300])
         session.commit()
         log.info("call attempt %s blocked at accept time", attempt.id)
-        return blocked_twiml()
+        return call_twiml.blocked_twiml()
     attempt.status = "patient_ringing"
     # Set as the dial goes out: from here on the attempt counts against the caps.
     attempt.dial_status = "initiated"
     attempt.updated_at = now
     session.commit()
     log.info("call attempt %s: dialling the patient %s", attempt.id, mask_phone(contact.phone))
-    return dial_twiml(
+    return call_twiml.dial_twiml(
         attempt.id, base_url=base_url, caller_id=practice.twilio_number, to=contact.phone
     )
 
@@ -615,31 +565,27 @@ def dial_finished(
     attempt = _locked(session, attempt_id)
     if attempt is None or not _adopt_agent_sid(attempt, params.get("CallSid")):
         session.rollback()
-        return unknown_call_twiml()
+        return call_twiml.unknown_call_twiml()
     if attempt.dial_status is None:
         # No <Dial> of ours went out for this attempt: nothing to record.
         session.rollback()
-        return goodbye_twiml()
+        return call_twiml.goodbye_twiml()
     reported = (params.get("DialCallStatus") or "").lower()
-    answered_by = params.get("AnsweredBy") or None
-    outcome = reported if reported in _DIAL_OUTCOMES else "failed"
-    if answered_by and (answered_by.startswith("machine") or answered_by == "fax"):
-        outcome = "machine"
     dial_sid = params.get("DialCallSid")
     if dial_sid and attempt.patient_call_sid is None:
         attempt.patient_call_sid = dial_sid
-    if reported in _CALL_RANK:
-        attempt.dial_status = _forward_call(attempt.dial_status, reported)
     # Once a result is in, a late or repeated callback only fills in what is missing.
-    if answered_by and attempt.answered_by is None:
-        attempt.answered_by = answered_by[:32]
+    _note_answered_by(attempt, params.get("AnsweredBy"))
     duration = _int(params.get("DialCallDuration"))
     if duration is not None and attempt.duration is None:
         attempt.duration = duration
-    _finish(session, attempt, outcome, now)
+    outcome, error = _dial_outcome(attempt, reported)
+    if outcome in _CALL_RANK:
+        attempt.dial_status = _forward_call(attempt.dial_status, outcome)
+    _finish(session, attempt, _machine_if_detected(attempt, outcome), now, error=error)
     attempt.updated_at = now
     session.commit()
-    return dial_result_twiml(attempt.status)
+    return call_twiml.dial_result_twiml(attempt.status)
 
 
 def agent_leg_status(
@@ -692,21 +638,74 @@ def patient_leg_status(
     attempt.patient_call_sid = sid
     attempt.dial_status = _forward_call(attempt.dial_status, reported)
     attempt.updated_at = now
-    answered_by = params.get("AnsweredBy")
-    if answered_by and attempt.answered_by is None:
-        attempt.answered_by = answered_by[:32]
+    _note_answered_by(attempt, params.get("AnsweredBy"))
     if reported in ("in-progress", "answered"):
         attempt.status = _forward(attempt.status, "in_progress")
     elif reported in _CALL_FINAL:
         duration = _int(params.get("CallDuration"))
         if duration is not None and attempt.duration is None:
             attempt.duration = duration
-        outcome = reported
-        if answered_by and (answered_by.startswith("machine") or answered_by == "fax"):
-            outcome = "machine"
-        _finish(session, attempt, outcome, now)
+        _finish(session, attempt, _machine_if_detected(attempt, reported), now)
     session.commit()
     return True
+
+
+def machine_detected(
+    session: Session, attempt_id: int | None, params: dict[str, str], *, now: datetime
+) -> bool:
+    """Answering machine detection's verdict on the patient's leg (AnsweredBy). A machine
+    (or fax) makes an answered call's outcome "machine", even once it has ended; a human
+    changes nothing. False if it is not one of ours."""
+    attempt = _locked(session, attempt_id)
+    sid = params.get("CallSid")
+    parent = params.get("ParentCallSid")
+    answered_by = params.get("AnsweredBy")
+    if (
+        attempt is None
+        or not sid
+        or not answered_by
+        or attempt.dial_status is None
+        or (parent and attempt.agent_call_sid not in (None, parent))
+        or attempt.patient_call_sid not in (None, sid)
+    ):
+        session.rollback()
+        return False
+    attempt.patient_call_sid = sid
+    _note_answered_by(attempt, answered_by)
+    attempt.updated_at = now
+    if attempt.status == "completed":
+        # The verdict came after the call's result: the result is refined, once.
+        _finish(session, attempt, _machine_if_detected(attempt, "completed"), now)
+    session.commit()
+    return True
+
+
+def _note_answered_by(attempt: CallAttempt, answered_by: str | None) -> None:
+    if answered_by and attempt.answered_by is None:
+        attempt.answered_by = answered_by.lower()[:32]
+
+
+def _machine_if_detected(attempt: CallAttempt, outcome: str) -> str:
+    """An answered call's outcome, corrected by detection: machine_start, machine_end_*
+    and fax are a machine; human and unknown leave it as it is."""
+    answered_by = attempt.answered_by or ""
+    if outcome == "completed" and (answered_by.startswith("machine") or answered_by == "fax"):
+        return "machine"
+    return outcome
+
+
+def _dial_outcome(attempt: CallAttempt, reported: str) -> tuple[str, str | None]:
+    """The attempt's outcome from <Dial>'s DialCallStatus, and an error to show with it."""
+    if reported in _DIAL_OUTCOMES:
+        return reported, None
+    if reported in _DIAL_CONNECTED:
+        return "completed", None
+    # A value we do not know: what the patient's leg last said, if it was final; else the
+    # call has ended in a way we show as reported, never as a failure it may not be.
+    if attempt.dial_status in _CALL_FINAL:
+        return attempt.dial_status, None
+    shown = reported[:40] or "no result"
+    return "ended", f"Twilio reported “{shown}” for the call to the patient."
 
 
 def _adopt_agent_sid(attempt: CallAttempt, sid: str | None) -> bool:
@@ -728,17 +727,26 @@ def _finish(
     if attempt.status in OUTCOMES:
         if not (attempt.status == "completed" and outcome == "machine"):
             return
+        # The timeline is append-only: the refined result is a second entry.
         attempt.status = outcome
         attempt.updated_at = now
+        _add_result(session, attempt, outcome, now, detail="detected after the call ended")
         return
     attempt.status = outcome
     attempt.ended_at = now
     attempt.updated_at = now
     if error is not None:
         attempt.error = error
+    _add_result(session, attempt, outcome, now, detail=error)
+    log.info("call attempt %s ended: %s", attempt.id, outcome)
+
+
+def _add_result(
+    session: Session, attempt: CallAttempt, outcome: str, now: datetime, *, detail: str | None
+) -> None:
     text = view(attempt).label
-    if error is not None:
-        text = f"{text}: {error}"
+    if detail is not None:
+        text = f"{text}: {detail}"
     session.add(
         TaskEvent(
             task_id=attempt.task_id,
@@ -753,7 +761,6 @@ def _finish(
             },
         )
     )
-    log.info("call attempt %s ended: %s", attempt.id, outcome)
 
 
 def _locked(session: Session, attempt_id: int | None) -> CallAttempt | None:
@@ -797,93 +804,14 @@ def _int(value: str | None) -> int | None:
         return None
 
 
-# --- TwiML ----------------------------------------------------------------------------
-
-# A reason read aloud is for recognising the task, not for reading the whole note.
-WHISPER_REASON_MAX = 160
-
-
-def whisper_twiml(
-    attempt_id: int, *, base_url: str, category: str, first_name: str | None, reason: str | None
-) -> str:
-    try:
-        label = LABELS[Category(category)]
-    except ValueError:
-        label = category.replace("_", " ")
-    spoken_reason = " ".join((reason or "").split())[:WHISPER_REASON_MAX].rstrip(" .!?,;:")
-    response = VoiceResponse()
-    gather = response.gather(
-        num_digits=1,
-        action=f"{base_url}{BRIDGE_PATH}/accept?a={attempt_id}",
-        method="POST",
-        timeout=ACCEPT_SECONDS,
-        action_on_empty_result=False,
-    )
-    gather.say(
-        render("voice/whisper.txt", category=label, first_name=first_name, reason=spoken_reason),
-        voice=VOICE,
-    )
-    # No key: an agent's voicemail (or an agent who walked off) never dials the patient.
-    response.say(render("voice/whisper_no_key.txt"), voice=VOICE)
-    response.hangup()
-    return str(response)
-
-
-def dial_twiml(attempt_id: int, *, base_url: str, caller_id: str, to: str) -> str:
-    response = VoiceResponse()
-    dial = response.dial(
-        caller_id=caller_id,
-        action=f"{base_url}{BRIDGE_PATH}/dial-result?a={attempt_id}",
-        method="POST",
-        timeout=PATIENT_RING_SECONDS,
-        # The agent hears the patient's phone ring, and the patient's leg is not answered
-        # (nor billed) before the patient picks up.
-        answer_on_bridge=True,
-    )
-    dial.number(
-        to,
-        status_callback=f"{base_url}{BRIDGE_PATH}/patient-status?a={attempt_id}",
-        status_callback_event="initiated ringing answered completed",
-        status_callback_method="POST",
-    )
-    return str(response)
-
-
-def dial_result_twiml(status: str) -> str:
-    response = VoiceResponse()
-    response.say(render("voice/dial_result.txt", status=status), voice=VOICE)
-    response.hangup()
-    return str(response)
-
-
-def declined_twiml() -> str:
-    return _say_and_hang_up("voice/whisper_declined.txt")
-
-
-def blocked_twiml() -> str:
-    return _say_and_hang_up("voice/bridge_blocked.txt")
-
-
-def goodbye_twiml() -> str:
-    return _say_and_hang_up("voice/bridge_over.txt")
-
-
-def unknown_call_twiml() -> str:
-    return _say_and_hang_up("voice/bridge_unknown.txt")
-
-
-def _say_and_hang_up(template: str) -> str:
-    response = VoiceResponse()
-    response.say(render(template), voice=VOICE)
-    response.hangup()
-    return str(response)
-
-
 __all__ = [
+    "BRIDGE_PATH",
+    "LABELS_BY_STATUS",
     "AttemptView",
     "CallPanel",
     "CallRefused",
     "TaskNotFound",
+    "Verdict",
     "agent_answered",
     "agent_leg_status",
     "agent_pressed",
@@ -891,6 +819,7 @@ __all__ = [
     "call_panel",
     "check_call",
     "dial_finished",
+    "machine_detected",
     "patient_leg_status",
     "start_call",
     "view",

@@ -1,4 +1,5 @@
-"""Twilio's webhooks for click-to-call: the agent's leg, the whisper, the dial result.
+"""Twilio's webhooks for click-to-call: the agent's leg, the whisper, the dial result, and
+answering machine detection on the patient's leg.
 
 Unlike the inbound-call webhooks these are applied at once, not queued: Twilio is waiting
 for the TwiML that decides whether the patient's phone rings, and the status callbacks
@@ -8,18 +9,15 @@ attempt id we do not know gets polite TwiML or an empty 204, never an error page
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Response, request
 
 from telephony_service.services import bridging
+from telephony_service.web import workspace
 from telephony_service.web.security import twilio_params, twilio_signed
-from telephony_service.wiring import Services
 
+# A Twilio webhook blueprint: no staff session, no CSRF (workspace.install is not called);
+# only the app's wiring is shared with the staff pages.
 bp = Blueprint("bridge", __name__, url_prefix="/twilio/voice/bridge")
-
-
-def _services() -> Services:
-    services: Services = current_app.extensions["telephony"]
-    return services
 
 
 def _attempt_id() -> int | None:
@@ -38,7 +36,7 @@ def _twiml(body: str) -> Response:
 @bp.post("/agent")
 @twilio_signed
 def agent() -> Response:
-    services = _services()
+    services = workspace.services()
     with services.session() as session:
         twiml = bridging.agent_answered(
             session,
@@ -53,7 +51,7 @@ def agent() -> Response:
 @bp.post("/accept")
 @twilio_signed
 def accept() -> Response:
-    services = _services()
+    services = workspace.services()
     with services.session() as session:
         twiml = bridging.agent_pressed(
             session,
@@ -68,7 +66,7 @@ def accept() -> Response:
 @bp.post("/dial-result")
 @twilio_signed
 def dial_result() -> Response:
-    services = _services()
+    services = workspace.services()
     with services.session() as session:
         twiml = bridging.dial_finished(session, _attempt_id(), _params(), now=services.clock())
     return _twiml(twiml)
@@ -77,7 +75,7 @@ def dial_result() -> Response:
 @bp.post("/agent-status")
 @twilio_signed
 def agent_status() -> Response:
-    services = _services()
+    services = workspace.services()
     with services.session() as session:
         bridging.agent_leg_status(session, _attempt_id(), _params(), now=services.clock())
     return Response(status=204)
@@ -86,7 +84,16 @@ def agent_status() -> Response:
 @bp.post("/patient-status")
 @twilio_signed
 def patient_status() -> Response:
-    services = _services()
+    services = workspace.services()
     with services.session() as session:
         bridging.patient_leg_status(session, _attempt_id(), _params(), now=services.clock())
+    return Response(status=204)
+
+
+@bp.post("/amd")
+@twilio_signed
+def amd() -> Response:
+    services = workspace.services()
+    with services.session() as session:
+        bridging.machine_detected(session, _attempt_id(), _params(), now=services.clock())
     return Response(status=204)

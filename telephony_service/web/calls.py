@@ -15,7 +15,6 @@ from flask import (
     request,
     url_for,
 )
-from werkzeug.routing import BuildError
 
 from telephony_service.services import bridging
 from telephony_service.web import workspace
@@ -40,11 +39,7 @@ def _wants_json() -> bool:
 
 
 def _task_page(task_id: int) -> str:
-    # The task page belongs to the agent blueprint; until it exists, back to the queue.
-    try:
-        return url_for("agent.task", task_id=task_id)
-    except BuildError:
-        return url_for("queue.queue")
+    return url_for("agent.task", task_id=task_id)
 
 
 @bp.post("/tasks/<int:task_id>/calls")

@@ -98,7 +98,8 @@ def browser(live: tuple[Flask, str], services: Services, dana: User) -> FlaskCli
 
 def _played(fake: FakeTwilio) -> list[tuple[str, str]]:
     fake.wait_for(lambda: fake.counts()["calls_played"] == 1, timeout=15)
-    return [(hook.kind, hook.params["CallStatus"]) for hook in fake.webhooks]
+    # Detection's callback carries no CallStatus, as Twilio's does not.
+    return [(hook.kind, hook.params.get("CallStatus", "")) for hook in fake.webhooks]
 
 
 def test_it_bridges_a_call_through_twilio_end_to_end(
@@ -177,6 +178,31 @@ def test_it_records_a_patient_who_does_not_answer(
     assert ("number_status", "in-progress") not in played
     [row] = attempts(services)
     assert (row.status, row.dial_status, row.duration) == ("no-answer", "no-answer", 0)
+
+
+def test_it_records_the_answering_machine_twilio_detects(
+    live: tuple[Flask, str],
+    browser: FlaskClient,
+    services: Services,
+    fake: FakeTwilio,
+    riverside: Practice,
+) -> None:
+    _, base = live
+    fake.script_calls(answered_by="machine_end_beep")
+    task_id = make_task(services, riverside.id)
+
+    press_call(browser, task_id)
+
+    played = _played(fake)
+    # Asked for on the patient's <Number>, the verdict comes once the patient's leg answers.
+    answered = played.index(("number_status", "in-progress"))
+    assert played[answered + 1] == ("amd_status", "")
+    [row] = attempts(services)
+    [detection] = [hook for hook in fake.webhooks if hook.kind == "amd_status"]
+    assert detection.url == f"{base}/twilio/voice/bridge/amd?a={row.id}"
+    assert (detection.status, detection.params["CallSid"]) == (204, row.patient_call_sid)
+    assert (row.status, row.answered_by, row.duration) == ("machine", "machine_end_beep", 42)
+    assert timeline_kinds(services, task_id) == ["call_placed", "call_result"]
 
 
 def test_it_takes_call_settings_over_its_control_api(fake: FakeTwilio) -> None:

@@ -6,9 +6,11 @@ would (tests/call_support.py).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import re
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -25,17 +27,26 @@ from telephony_service.web import create_app
 from telephony_service.wiring import Services
 from tests.call_support import (
     FakeCalls,
+    Placed,
     attempt,
     attempts,
     bridge_path,
     faked_calls,
+    leg,
     make_task,
     new_nonce,
     play_bridge,
     press_call,
 )
 from tests.conftest import PUBLIC_BASE_URL, FakeClock
-from tests.helpers import ANA, HARBOR_NUMBER, RIVERSIDE_NUMBER, make_practice, timeline_kinds
+from tests.helpers import (
+    ANA,
+    HARBOR_NUMBER,
+    RIVERSIDE_NUMBER,
+    make_practice,
+    post_twilio,
+    timeline_kinds,
+)
 from tests.sms_support import FakeMessages
 from tests.workspace_support import CSRF, make_user, sign_in_as
 
@@ -265,8 +276,6 @@ def test_it_counts_an_agent_who_never_answered_as_missed(
     press_call(browser, task_id)
     [placed] = calls.placed
     path = bridge_path(placed.status_callback)
-    from tests.call_support import leg
-    from tests.helpers import post_twilio
 
     post_twilio(browser, path, leg(placed.sid, DANA, RIVERSIDE_NUMBER, CallStatus="ringing"))
     post_twilio(browser, path, leg(placed.sid, DANA, RIVERSIDE_NUMBER, CallStatus="no-answer"))
@@ -302,7 +311,12 @@ def test_it_warns_outside_the_contact_window_and_says_when_it_opens(
 
     assert (panel.allowed, panel.override_possible) == (False, True)
     assert panel.opens_at == datetime(2026, 11, 18, 13, 0, tzinfo=UTC)
-    assert panel.reason is not None and "08:00" in panel.reason
+    # On the agent's clock, in the practice's zone, as the rest of the workspace shows time.
+    assert panel.reason == (
+        "Outside the patient's contact window: quiet hours for the patient (America/New_York) "
+        "until Wed Nov 18 at 8:00 AM EST. Call now only if the patient asked to be called at "
+        "this time."
+    )
 
 
 def test_it_refuses_a_call_at_night_without_the_patients_request(
@@ -346,8 +360,14 @@ def test_it_calls_at_night_when_the_patient_asked_and_audits_it(
     [row] = attempts(services)
     assert (row.status, row.override_reason) == ("completed", "asked in her voicemail for 9 pm")
     actions = _audit_actions(services, riverside.id)
-    assert [action for action, _ in actions] == ["placed_call", "quiet_hours_override"]
-    assert actions[1][1]["reason"] == "asked in her voicemail for 9 pm"
+    assert actions == [
+        ("placed_call", {"override": True}),
+        ("quiet_hours_override", {"override": True}),
+    ]
+    with services.session() as session:
+        entries = audit.entries(session, riverside.id)
+    # The agent's free text may carry patient details: it stays on the attempt only.
+    assert [entry.call_attempt_id for entry in entries] == [row.id, row.id]
 
 
 def test_it_checks_the_window_again_when_the_agent_accepts(
@@ -392,7 +412,10 @@ def test_it_refuses_a_fourth_attempt_in_a_day_without_override(
 
     assert refused.status_code == 409
     assert refused.json["override_possible"] is False
-    assert "3 calls or texts in the last 24 hours" in refused.json["error"]
+    assert refused.json["error"] == (
+        "The patient has had 3 calls or texts in the last 24 hours; the next is possible "
+        "from Wed Nov 18 at 5:00 AM EST."
+    )
     assert with_override.status_code == 409
     assert calls.posts == 1
 
@@ -520,6 +543,123 @@ def test_it_sends_a_signed_out_browser_to_sign_in(
     assert calls.posts == 0
 
 
+# --- two presses at once ----------------------------------------------------------------
+
+# How long the first request waits at the gate for the second to catch up. With the rows
+# locked, the second never arrives (it waits for the first to commit) and this runs out.
+RACE_WAIT_SECONDS = 2.0
+
+
+def _gate_meeting_point(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make two requests meet at the compliance gate if they can both get there: without
+    the locks, each then decides before the other has written anything."""
+    barrier = threading.Barrier(2)
+    real_check = bridging.check_call
+
+    def check_call(session: Any, **kwargs: Any) -> bridging.Verdict:
+        with contextlib.suppress(threading.BrokenBarrierError):
+            barrier.wait(timeout=RACE_WAIT_SECONDS)
+        return real_check(session, **kwargs)
+
+    monkeypatch.setattr(bridging, "check_call", check_call)
+
+
+def _race(*work: Callable[[], str]) -> list[str]:
+    results: list[str] = []
+    errors: list[BaseException] = []
+
+    def run(job: Callable[[], str]) -> None:
+        try:
+            results.append(job())
+        except BaseException as exc:  # reported below, in the test's own thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(job,)) for job in work]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert errors == []
+    return sorted(results)
+
+
+def test_it_places_one_call_when_two_tabs_press_call_at_once(
+    services: Services,
+    calls: FakeCalls,
+    task_id: int,
+    riverside: Practice,
+    dana: User,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _gate_meeting_point(monkeypatch)
+
+    def press() -> str:
+        # Each tab's form has its own nonce, and each request its own session.
+        with services.session() as session:
+            try:
+                bridging.start_call(
+                    session,
+                    gateway=services.gateway,
+                    base_url=PUBLIC_BASE_URL,
+                    task_id=task_id,
+                    practice=session.get_one(Practice, riverside.id),
+                    user=session.get_one(User, dana.id),
+                    nonce=new_nonce(),
+                    now=services.clock(),
+                )
+            except bridging.CallRefused as refused:
+                return refused.message
+            return "placed"
+
+    results = _race(press, press)
+
+    assert results == ["A call for this task is under way.", "placed"]
+    assert len(attempts(services)) == 1
+    assert calls.posts == 1
+
+
+def test_it_dials_one_patient_once_when_two_agents_accept_at_the_cap(
+    browser: FlaskClient,
+    services: Services,
+    clock: FakeClock,
+    calls: FakeCalls,
+    task_id: int,
+    riverside: Practice,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Two tasks for one patient who has had two texts today: one more attempt is allowed.
+    other_task = make_task(services, riverside.id, category="referral")
+    for hours in (5, 3):
+        _sent_text(services, riverside.id, ANA, clock() - timedelta(hours=hours))
+    for task in (task_id, other_task):
+        assert press_call(browser, task).status_code == 200
+    for placed in calls.placed:
+        post_twilio(
+            browser,
+            bridge_path(placed.url),
+            leg(placed.sid, DANA, RIVERSIDE_NUMBER, CallStatus="in-progress"),
+        )
+    _gate_meeting_point(monkeypatch)
+
+    def accept(placed: Placed) -> Callable[[], str]:
+        def job() -> str:
+            attempt_id = int(placed.url.rsplit("=", 1)[1])
+            params = leg(placed.sid, DANA, RIVERSIDE_NUMBER, CallStatus="in-progress", Digits="1")
+            with services.session() as session:
+                twiml = bridging.agent_pressed(
+                    session, attempt_id, params, base_url=PUBLIC_BASE_URL, now=clock()
+                )
+            return "dialled" if "<Dial" in twiml else "not dialled"
+
+        return job
+
+    results = _race(*(accept(placed) for placed in calls.placed))
+
+    assert results == ["dialled", "not dialled"]
+    statuses = sorted(row.status for row in attempts(services))
+    assert statuses == ["blocked", "patient_ringing"]
+
+
 # --- the provider's errors -------------------------------------------------------------
 
 
@@ -572,7 +712,6 @@ def test_it_adopts_a_call_whose_answer_was_lost_when_twilio_calls_back(
     calls.faults.append(("timeout",))
     press_call(browser, task_id)
     [row] = attempts(services)
-    from tests.call_support import Placed
 
     # Twilio had placed it after all: its webhooks carry a sid we never saw.
     lost = Placed(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
-from telephony_service.services import bridging
+from telephony_service.services import call_twiml
 
 BASE = "https://callbacks.example.test"
 ANA = "+12025550143"
@@ -19,7 +19,7 @@ def _parse(twiml: str) -> ET.Element:
 
 def test_it_whispers_the_task_and_waits_for_one_key() -> None:
     root = _parse(
-        bridging.whisper_twiml(
+        call_twiml.whisper_twiml(
             7,
             base_url=BASE,
             category="new_patient_request",
@@ -46,7 +46,9 @@ def test_it_whispers_the_task_and_waits_for_one_key() -> None:
 
 def test_it_whispers_without_a_name_or_reason() -> None:
     root = _parse(
-        bridging.whisper_twiml(3, base_url=BASE, category="missed_call", first_name=None, reason="")
+        call_twiml.whisper_twiml(
+            3, base_url=BASE, category="missed_call", first_name=None, reason=""
+        )
     )
 
     say = root.find("Gather/Say")
@@ -60,7 +62,7 @@ def test_it_keeps_a_long_reason_short_and_escapes_it() -> None:
     reason = "Needs <urgent> & careful scheduling " * 20
 
     root = _parse(
-        bridging.whisper_twiml(
+        call_twiml.whisper_twiml(
             3, base_url=BASE, category="referral", first_name="Ben", reason=reason
         )
     )
@@ -68,11 +70,11 @@ def test_it_keeps_a_long_reason_short_and_escapes_it() -> None:
     say = root.find("Gather/Say")
     assert say is not None and say.text is not None
     assert "<urgent> & careful" in say.text
-    assert len(say.text) < bridging.WHISPER_REASON_MAX + 80
+    assert len(say.text) < call_twiml.WHISPER_REASON_MAX + 80
 
 
 def test_it_dials_the_patient_with_the_practice_caller_id() -> None:
-    root = _parse(bridging.dial_twiml(7, base_url=BASE, caller_id=RIVERSIDE, to=ANA))
+    root = _parse(call_twiml.dial_twiml(7, base_url=BASE, caller_id=RIVERSIDE, to=ANA))
 
     [dial] = list(root)
     assert dial.tag == "Dial"
@@ -89,19 +91,48 @@ def test_it_dials_the_patient_with_the_practice_caller_id() -> None:
     assert number.attrib["statusCallbackMethod"] == "POST"
 
 
+def test_it_asks_twilio_to_detect_an_answering_machine_on_the_patients_leg() -> None:
+    root = _parse(call_twiml.dial_twiml(7, base_url=BASE, caller_id=RIVERSIDE, to=ANA))
+
+    number = root.find("Dial/Number")
+    assert number is not None
+    assert number.attrib["machineDetection"] == "Enable"
+    assert number.attrib["machineDetectionTimeout"] == "5"
+    assert number.attrib["amdStatusCallback"] == f"{BASE}/twilio/voice/bridge/amd?a=7"
+    assert number.attrib["amdStatusCallbackMethod"] == "POST"
+
+
+def test_it_says_a_category_it_does_not_know_readably() -> None:
+    root = _parse(
+        call_twiml.whisper_twiml(
+            3, base_url=BASE, category="second_opinion", first_name="Ben", reason=None
+        )
+    )
+
+    say = root.find("Gather/Say")
+    assert say is not None and say.text is not None
+    assert say.text.startswith("Second opinion for Ben.")
+
+
 def test_it_closes_each_dial_result_with_a_goodbye() -> None:
-    for status in ("completed", "no-answer", "busy", "failed", "canceled", "machine"):
-        say, hangup = list(_parse(bridging.dial_result_twiml(status)))
+    for status in ("completed", "no-answer", "busy", "failed", "canceled", "machine", "ended"):
+        say, hangup = list(_parse(call_twiml.dial_result_twiml(status)))
         assert (say.tag, hangup.tag) == ("Say", "Hangup")
         assert say.text is not None and "Goodbye" in say.text
 
 
 def test_it_never_dials_on_the_refusals() -> None:
     for twiml in (
-        bridging.declined_twiml(),
-        bridging.blocked_twiml(),
-        bridging.goodbye_twiml(),
-        bridging.unknown_call_twiml(),
+        call_twiml.declined_twiml(),
+        call_twiml.blocked_twiml(),
+        call_twiml.goodbye_twiml(),
+        call_twiml.unknown_call_twiml(),
     ):
         tags = [element.tag for element in _parse(twiml)]
         assert tags == ["Say", "Hangup"]
+
+
+def test_it_tells_the_agent_a_call_with_an_unclear_result_has_ended() -> None:
+    say, _ = list(_parse(call_twiml.dial_result_twiml("ended")))
+
+    assert say.text is not None and say.text.startswith("The call has ended.")

@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 import pytest
 from flask.testing import FlaskClient
 
-from telephony_service.models import CallAttempt, Practice, User
+from telephony_service.models import CallAttempt, Practice, Task, User
 from telephony_service.wiring import Services
 from tests.call_support import (
     FakeCalls,
@@ -28,7 +28,7 @@ from tests.workspace_support import make_user, sign_in_as
 DANA = "+16175550142"
 BASE = "/twilio/voice/bridge"
 TWIML_ENDPOINTS = ("agent", "accept", "dial-result")
-STATUS_ENDPOINTS = ("agent-status", "patient-status")
+STATUS_ENDPOINTS = ("agent-status", "patient-status", "amd")
 
 
 @pytest.fixture
@@ -290,3 +290,150 @@ def test_it_hangs_up_on_a_whisper_fetch_for_an_ended_attempt(
 
     assert "<Gather" not in late.text and "<Hangup" in late.text
     assert attempt(services, 1).status == "agent_missed"
+
+
+# --- answering machine detection, and dial results beyond the usual ---------------------
+
+
+def _dialled(client: FlaskClient, placed: Placed) -> str:
+    """The agent answers and presses 1; the patient's leg is dialled."""
+    query = _query(placed)
+    post_twilio(client, f"{BASE}/agent?{query}", _agent(placed, CallStatus="in-progress"))
+    dial = post_twilio(
+        client, f"{BASE}/accept?{query}", _agent(placed, CallStatus="in-progress", Digits="1")
+    )
+    assert "<Dial" in dial.text
+    return query
+
+
+def _amd(child: str, answered_by: str) -> dict[str, str]:
+    # What Twilio posts to amdStatusCallback: the patient's leg and its verdict.
+    return {
+        **leg(child, ANA, RIVERSIDE_NUMBER),
+        "AnsweredBy": answered_by,
+        "MachineDetectionDuration": "2400",
+    }
+
+
+def _dial_result(placed: Placed, child: str, status: str, duration: str) -> dict[str, str]:
+    return _agent(
+        placed,
+        CallStatus="in-progress",
+        DialCallStatus=status,
+        DialCallSid=child,
+        DialCallDuration=duration,
+    )
+
+
+def _timeline(services: Services, task_id: int) -> list[tuple[str, str | None]]:
+    with services.session() as session:
+        return [(entry.kind, entry.text) for entry in session.get_one(Task, task_id).timeline]
+
+
+def test_it_records_a_machine_that_detection_found_during_the_call(
+    client: FlaskClient, services: Services, placed: Placed, task_id: int
+) -> None:
+    query = _dialled(client, placed)
+    child = "CA" + "8" * 32
+    patient = f"{BASE}/patient-status?{query}"
+    post_twilio(client, patient, _patient(placed, child, "in-progress"))
+
+    detected = post_twilio(client, f"{BASE}/amd?{query}", _amd(child, "machine_start"))
+    post_twilio(client, patient, _patient(placed, child, "completed", CallDuration="21"))
+    post_twilio(
+        client, f"{BASE}/dial-result?{query}", _dial_result(placed, child, "completed", "21")
+    )
+
+    assert detected.status_code == 204
+    row = attempt(services, 1)
+    assert (row.status, row.answered_by, row.patient_call_sid) == (
+        "machine",
+        "machine_start",
+        child,
+    )
+    assert _timeline(services, task_id)[1:] == [("call_result", "Answering machine")]
+
+
+def test_it_keeps_a_call_a_human_answered_as_completed(
+    client: FlaskClient, services: Services, placed: Placed, task_id: int
+) -> None:
+    query = _dialled(client, placed)
+    child = "CA" + "9" * 32
+
+    post_twilio(client, f"{BASE}/amd?{query}", _amd(child, "human"))
+    post_twilio(
+        client, f"{BASE}/dial-result?{query}", _dial_result(placed, child, "completed", "64")
+    )
+
+    row = attempt(services, 1)
+    assert (row.status, row.answered_by, row.duration) == ("completed", "human", 64)
+    assert timeline_kinds(services, task_id) == ["call_placed", "call_result"]
+
+
+def test_it_adds_a_result_when_detection_finds_a_machine_after_the_call_ended(
+    client: FlaskClient, services: Services, placed: Placed, task_id: int
+) -> None:
+    play_bridge(client, placed)
+    child = attempt(services, 1).patient_call_sid
+    assert child is not None and attempt(services, 1).status == "completed"
+
+    late = post_twilio(client, f"{BASE}/amd?{_query(placed)}", _amd(child, "machine_end_beep"))
+    again = post_twilio(client, f"{BASE}/amd?{_query(placed)}", _amd(child, "machine_end_beep"))
+
+    assert (late.status_code, again.status_code) == (204, 204)
+    row = attempt(services, 1)
+    assert (row.status, row.answered_by) == ("machine", "machine_end_beep")
+    # Append-only: the first result stays, and a second entry says what it turned out to be.
+    assert _timeline(services, task_id)[1:] == [
+        ("call_result", "Call ended after 42 s"),
+        ("call_result", "Answering machine: detected after the call ended"),
+    ]
+
+
+def test_it_ignores_detection_for_another_call_or_before_any_dial(
+    client: FlaskClient, services: Services, placed: Placed
+) -> None:
+    query = _query(placed)
+    post_twilio(client, f"{BASE}/agent?{query}", _agent(placed, CallStatus="in-progress"))
+    before_dial = post_twilio(client, f"{BASE}/amd?{query}", _amd("CA" + "a" * 32, "machine_start"))
+    assert attempt(services, 1).answered_by is None
+    play_bridge(client, placed)
+    stranger = post_twilio(client, f"{BASE}/amd?{query}", _amd("CA" + "b" * 32, "machine_start"))
+
+    assert (before_dial.status_code, stranger.status_code) == (204, 204)
+    row = attempt(services, 1)
+    assert (row.status, row.answered_by) == ("completed", None)
+
+
+def test_it_counts_a_dial_reported_answered_as_a_connected_call(
+    client: FlaskClient, services: Services, placed: Placed, task_id: int
+) -> None:
+    query = _dialled(client, placed)
+    child = "CA" + "c" * 32
+
+    result = post_twilio(
+        client, f"{BASE}/dial-result?{query}", _dial_result(placed, child, "answered", "75")
+    )
+
+    row = attempt(services, 1)
+    assert (row.status, row.dial_status, row.duration) == ("completed", "completed", 75)
+    assert "did not go through" not in result.text
+    assert _timeline(services, task_id)[1:] == [("call_result", "Call ended after 1 min 15 s")]
+
+
+def test_it_shows_a_dial_result_it_does_not_know_as_reported(
+    client: FlaskClient, services: Services, placed: Placed, task_id: int
+) -> None:
+    query = _dialled(client, placed)
+    child = "CA" + "d" * 32
+
+    post_twilio(client, f"{BASE}/dial-result?{query}", _dial_result(placed, child, "rerouted", "0"))
+
+    row = attempt(services, 1)
+    assert row.status == "ended"
+    assert row.error == "Twilio reported “rerouted” for the call to the patient."
+    shown = client.get("/calls/1.json", headers={"X-Background": "1"}).get_json()
+    assert (shown["label"], shown["ended"]) == ("Call ended", True)
+    assert _timeline(services, task_id)[1:] == [
+        ("call_result", "Call ended: Twilio reported “rerouted” for the call to the patient.")
+    ]
