@@ -5,7 +5,8 @@ stored, so a leaked database cannot be replayed as a session. Signing in always 
 new row and token (session rotation: a token planted before sign-in is worthless after).
 
 Sign-in attempts are throttled from the database (LoginFailure rows), so the limits hold
-across every web process and survive a restart.
+across every web process and survive a restart. Each attempt's row is committed before the
+limits are counted, so guesses sent in parallel see each other (see sign_in).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from telephony_service.models import LoginFailure, User, UserSession
@@ -106,15 +107,6 @@ def resume_session(
     return Resumed(user=user, session_id=row.id, expires_at=row.last_seen_at + idle)
 
 
-def end_session(session: Session, token: str, *, now: datetime, reason: str = "logout") -> None:
-    session.execute(
-        update(UserSession)
-        .where(UserSession.token_hash == _token_hash(token), UserSession.ended_at.is_(None))
-        .values(ended_at=now, end_reason=reason)
-    )
-    session.commit()
-
-
 def _end(session: Session, row: UserSession, *, now: datetime, reason: str) -> None:
     row.ended_at = now
     row.end_reason = reason
@@ -169,19 +161,32 @@ def sign_in(
     """
     account = account_key(email)
     address = address[:_ADDRESS_LENGTH]
-    retry_at = throttled_until(session, account=account, address=address, now=now)
+    # The attempt is recorded (as a failure, until it succeeds) and committed before the
+    # limits are counted. Counted first and recorded after the slow password check, guesses
+    # sent in parallel all passed the count before any of them was recorded; this way each
+    # one sees every attempt committed before its own, so at most the limit get through.
+    attempt = LoginFailure(at=now, account=account, address=address)
+    session.add(attempt)
+    session.commit()
+    retry_at = throttled_until(
+        session, account=account, address=address, now=now, excluding=attempt.id
+    )
     if retry_at is not None:
+        # A refused attempt checked nothing: it must not push the retry time further out.
+        session.execute(delete(LoginFailure).where(LoginFailure.id == attempt.id))
+        session.commit()
         raise Throttled(retry_at, now)
 
     user = session.scalar(select(User).where(User.email == email.strip().lower()))
+    # Ends the read so no pooled connection (nor SQLite's lock) is held through the hash.
+    session.commit()
     if not _password_matches(user, password) or user is None or user.disabled_at is not None:
-        session.add(LoginFailure(at=now, account=account, address=address))
-        session.commit()
-        raise BadCredentials()
+        raise BadCredentials()  # the attempt's row stays: it is the failure
 
     if password_hasher().check_needs_rehash(user.password_hash):
         user.password_hash = password_hasher().hash(password)
-    # The owner got in: their own earlier typos must not count towards locking them out.
+    # The owner got in: their own earlier typos, and this attempt, must not count towards
+    # locking them out.
     session.execute(delete(LoginFailure).where(LoginFailure.account == account))
     if previous_token:
         previous = session.scalar(
@@ -219,20 +224,25 @@ def sign_out(session: Session, token: str, *, now: datetime) -> None:
 
 
 def throttled_until(
-    session: Session, *, account: str, address: str, now: datetime
+    session: Session, *, account: str, address: str, now: datetime, excluding: int | None = None
 ) -> datetime | None:
-    """When sign-in is allowed again for this account and address; None if it is now."""
+    """When sign-in is allowed again for this account and address; None if it is now.
+
+    `excluding` is the attempt being decided: every other recorded attempt counts, those
+    still in flight too.
+    """
     since = now - FAILURE_WINDOW
     limits = (
         (LoginFailure.account == account, MAX_ACCOUNT_FAILURES),
         (LoginFailure.address == address, MAX_ADDRESS_FAILURES),
     )
+    others = [] if excluding is None else [LoginFailure.id != excluding]
     retry_at: datetime | None = None
     for matches, limit in limits:
         recent = list(
             session.scalars(
                 select(LoginFailure.at)
-                .where(matches, LoginFailure.at > since)
+                .where(matches, LoginFailure.at > since, *others)
                 .order_by(LoginFailure.at.desc())
                 .limit(limit)
             )

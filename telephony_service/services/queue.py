@@ -29,11 +29,15 @@ from typing import Any
 from sqlalchemy import ColumnElement, func, literal, literal_column, select, tuple_, update
 from sqlalchemy.orm import Session
 
-from telephony_service.domain.categories import LABELS, Category
+from telephony_service.domain.categories import LABELS as CATEGORY_LABELS
+from telephony_service.domain.categories import Category
+from telephony_service.domain.categories import label as category_label
 from telephony_service.domain.phones import mask_phone
 from telephony_service.domain.statuses import OPEN, TaskStatus
+from telephony_service.domain.statuses import label as status_label
 from telephony_service.models import (
     OPEN_STATUSES_SQL,
+    AuditEntry,
     CallAttempt,
     Contact,
     Message,
@@ -66,9 +70,10 @@ ROLE_AGENT = "agent"
 ROLE_CLINICIAN = "clinician"
 ROLE_MANAGER = "manager"
 
-STATUS_LABELS: dict[str, str] = {
-    status.value: status.value.replace("_", " ").capitalize() for status in TaskStatus
-}
+# A "Take next" press sent again (a double click, a resubmitted form) within this long
+# answers with the task the first one took instead of taking another.
+PRESS_WINDOW = timedelta(minutes=5)
+MAX_NONCE_LENGTH = 64
 
 
 class BadQueueFilter(ValueError):
@@ -239,7 +244,11 @@ class QueuePage:
 
     @property
     def category_choices(self) -> list[tuple[str, str]]:
-        return [(category.value, LABELS[category]) for category in Category]
+        return [(category.value, CATEGORY_LABELS[category]) for category in Category]
+
+    @property
+    def status_choice_labels(self) -> list[tuple[str, str]]:
+        return [(status, status_label(status)) for status in self.status_choices]
 
 
 def queue_page(
@@ -309,7 +318,7 @@ def queue_page(
         QueueRow(
             id=row.id,
             category=row.category,
-            category_label=_category_label(row.category),
+            category_label=category_label(row.category),
             who=_who(row.name, row.phone),
             age=age_text(now - row.created_at),
             attempts=attempts.get(row.id, 0),
@@ -319,7 +328,7 @@ def queue_page(
             overdue=row.due_at <= now,
             countdown=countdown_text(row.due_at - now),
             status=row.status,
-            status_label=STATUS_LABELS.get(row.status, row.status),
+            status_label=status_label(row.status),
             flag=row.flag,
         )
         for row in found
@@ -373,13 +382,6 @@ def _attempts(session: Session, task_ids: list[int]) -> dict[int, int]:
         if task_id is not None:
             totals[task_id] = totals.get(task_id, 0) + int(count)
     return totals
-
-
-def _category_label(value: str) -> str:
-    try:
-        return LABELS[Category(value)]
-    except ValueError:
-        return value
 
 
 def _who(name: str | None, phone: str | None) -> str:
@@ -451,12 +453,26 @@ def take_next(
     user: User,
     now: datetime,
     lanes_only: bool = False,
+    nonce: str | None = None,
 ) -> Task | None:
     """Claim the most urgent unowned task of the user's queue; None when none is left.
 
     The user's lanes that are on now come first; with `lanes_only`, nothing else.
-    Atomic: two agents pressing at once get two different tasks. Commits.
+    Atomic: two agents pressing at once get two different tasks. `nonce` names one press
+    of the button (the page's form gives out a fresh one): the same press sent again
+    within PRESS_WINDOW gets the task it took the first time. Commits.
     """
+    if nonce is not None:
+        if not nonce or len(nonce) > MAX_NONCE_LENGTH:
+            raise BadQueueFilter("this form is not one the queue page gave out")
+        # One press of this user at a time: a double click's second request waits here
+        # for the first to commit its claim, then finds it (SQLite serialises all writers).
+        # NO KEY UPDATE: rows that merely reference the user (audit entries) don't wait.
+        session.execute(select(User.id).where(User.id == user.id).with_for_update(key_share=True))
+        earlier = _taken_by_press(session, practice=practice, user=user, now=now, nonce=nonce)
+        if earlier is not None:
+            session.commit()
+            return session.get(Task, earlier, populate_existing=True)
     base = [
         Task.practice_id == practice.id,
         Task.owner_id.is_(None),
@@ -485,9 +501,28 @@ def take_next(
         action="took_task",
         now=now,
         task_id=task_id,
+        data=None if nonce is None else {"nonce": nonce},
     )
     session.commit()
     return session.get(Task, task_id, populate_existing=True)
+
+
+def _taken_by_press(
+    session: Session, *, practice: Practice, user: User, now: datetime, nonce: str
+) -> int | None:
+    # The audit log, read by ix_audit_log_practice_at: a few minutes of one practice.
+    recent = session.execute(
+        select(AuditEntry.task_id, AuditEntry.data).where(
+            AuditEntry.practice_id == practice.id,
+            AuditEntry.at > now - PRESS_WINDOW,
+            AuditEntry.action == "took_task",
+            AuditEntry.user_id == user.id,
+        )
+    )
+    for task_id, data in recent:
+        if task_id is not None and (data or {}).get("nonce") == nonce:
+            return int(task_id)
+    return None
 
 
 def _claim(

@@ -96,3 +96,36 @@
     if (!document.hidden) refresh();
   });
 })();
+
+// "Take next" sends one press: a double click must not claim two tasks (the server also
+// answers a repeated press with the first one's task). A page brought back from the
+// back/forward cache gets its button back and a new press id.
+(function () {
+  const form = document.querySelector("form.take-next");
+  if (!form) return;
+  const button = form.querySelector("button[type=submit]");
+  const nonce = form.querySelector("input[name=nonce]");
+  form.addEventListener("submit", function (event) {
+    if (form.dataset.sent === "1") {
+      event.preventDefault();
+      return;
+    }
+    form.dataset.sent = "1";
+    // Disabled after this event, so the submission it starts is not cancelled.
+    window.setTimeout(function () {
+      if (button) button.disabled = true;
+    }, 0);
+  });
+  window.addEventListener("pageshow", function (event) {
+    if (!event.persisted) return;
+    delete form.dataset.sent;
+    if (button) button.disabled = false;
+    if (nonce) {
+      const bytes = new Uint8Array(16);
+      window.crypto.getRandomValues(bytes);
+      nonce.value = Array.from(bytes, function (b) {
+        return b.toString(16).padStart(2, "0");
+      }).join("");
+    }
+  });
+})();

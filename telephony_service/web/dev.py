@@ -4,11 +4,12 @@ With the console gateway nothing leaves the machine, so the outbox is where a de
 reads the texts the service would have sent, and sees the calls it would have placed. A
 call's "Simulate answer" plays Twilio's part of a click-to-call: it posts the bridge's
 webhooks, signed as Twilio would sign them, to this same app, in the order Twilio would.
+
+They are staff pages like any other: signed in, and of the user's own practice only.
 """
 
 from __future__ import annotations
 
-import hmac
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -24,7 +25,6 @@ from flask import (
     redirect,
     render_template,
     request,
-    session,
     url_for,
 )
 from sqlalchemy import select
@@ -34,8 +34,9 @@ from werkzeug.wrappers import Response as BaseResponse
 from telephony_service.domain.phones import mask_phone
 from telephony_service.models import CallAttempt, Contact, Message, Practice, User
 from telephony_service.services.bridging import BRIDGE_PATH, LABELS_BY_STATUS
+from telephony_service.web import workspace
 from telephony_service.web.security import sign
-from telephony_service.web.workspace import CSRF_FIELD
+from telephony_service.web.workspace import current_practice, db, login_required
 from telephony_service.wiring import Services
 
 bp = Blueprint("dev", __name__, url_prefix="/dev", template_folder="../templates")
@@ -46,10 +47,16 @@ _LOOPBACK = frozenset({"127.0.0.1", "::1"})
 
 @bp.before_request
 def _local_only() -> None:
-    # The bodies carry live scheduling links: a server run without Twilio credentials but
-    # reachable from elsewhere (a staging box) must not show them to the network.
+    # A second guard besides the sign-in, and checked before it: the bodies carry live
+    # scheduling links, and a server run without Twilio credentials but reachable from
+    # elsewhere (a staging box) must not even offer them to the network. Not enough alone:
+    # behind a reverse proxy on the same host every request comes from loopback.
     if request.remote_addr not in _LOOPBACK:
         abort(404)
+
+
+# After _local_only: a request from elsewhere is not found before anything else is read.
+workspace.install(bp)
 
 
 @dataclass(frozen=True)
@@ -85,10 +92,13 @@ class OutboxEntry:
         }
 
 
-def latest_texts(session: Session, limit: int = OUTBOX_LIMIT) -> list[OutboxEntry]:
+def latest_texts(
+    session: Session, *, practice_id: int, limit: int = OUTBOX_LIMIT
+) -> list[OutboxEntry]:
     rows = session.execute(
         select(Message, Practice.name, Practice.timezone)
         .join(Practice, Practice.id == Message.practice_id)
+        .where(Message.practice_id == practice_id)
         .order_by(Message.created_at.desc(), Message.id.desc())
         .limit(limit)
     ).all()
@@ -146,11 +156,14 @@ class CallEntry:
         }
 
 
-def latest_calls(session: Session, limit: int = OUTBOX_LIMIT) -> list[CallEntry]:
+def latest_calls(
+    session: Session, *, practice_id: int, limit: int = OUTBOX_LIMIT
+) -> list[CallEntry]:
     rows = session.execute(
         select(CallAttempt, Practice.name, Practice.timezone, User.phone)
         .join(Practice, Practice.id == CallAttempt.practice_id)
         .outerjoin(User, User.id == CallAttempt.user_id)
+        .where(CallAttempt.practice_id == practice_id)
         .order_by(CallAttempt.created_at.desc(), CallAttempt.id.desc())
         .limit(limit)
     ).all()
@@ -176,11 +189,11 @@ def _can_answer(attempt: CallAttempt) -> bool:
 
 
 @bp.get("/outbox")
+@login_required()
 def outbox() -> Response | str:
-    services: Services = current_app.extensions["telephony"]
-    with services.session() as session:
-        entries = latest_texts(session)
-        calls = latest_calls(session)
+    practice_id = current_practice().id
+    entries = latest_texts(db(), practice_id=practice_id)
+    calls = latest_calls(db(), practice_id=practice_id)
     if request.args.get("format") == "json":
         return jsonify(
             messages=[entry.as_json() for entry in entries],
@@ -206,34 +219,31 @@ SIMULATED_ANSWERS = {
 
 
 @bp.post("/calls/<int:attempt_id>/answer")
+@login_required()
 def simulate_answer(attempt_id: int) -> BaseResponse:
-    # No sign-in here, but a page on another site must not be able to ring through a
-    # call: the form carries the browser's own CSRF token (SameSite keeps it ours).
-    expected = session.get("csrf")
-    sent = request.form.get(CSRF_FIELD, "")
-    if not expected or not hmac.compare_digest(str(sent), str(expected)):
-        abort(400, "This form has expired. Reload the page and try again.")
     outcome = request.form.get("outcome", "completed")
     if outcome not in SIMULATED_ANSWERS:
         abort(400, "unknown outcome")
-    services: Services = current_app.extensions["telephony"]
-    with services.session() as db:
-        attempt = db.get(CallAttempt, attempt_id)
-        if attempt is None:
-            abort(404)
-        if not _can_answer(attempt):
-            abort(409, "This call is not ringing any more.")
-        practice = db.get_one(Practice, attempt.practice_id)
-        agent = db.get(User, attempt.user_id) if attempt.user_id else None
-        contact = db.get(Contact, attempt.contact_id) if attempt.contact_id else None
-        legs = _Legs(
-            attempt_id=attempt.id,
-            agent_sid=attempt.agent_call_sid or "",
-            agent=agent.phone if agent else "",
-            practice=practice.twilio_number,
-            patient=contact.phone if contact else "",
-        )
-    _play(services, legs, outcome)
+    practice = current_practice()
+    session = db()
+    attempt = session.get(CallAttempt, attempt_id)
+    if attempt is None or attempt.practice_id != practice.id:
+        abort(404)
+    if not _can_answer(attempt):
+        abort(409, "This call is not ringing any more.")
+    agent = session.get(User, attempt.user_id) if attempt.user_id else None
+    contact = session.get(Contact, attempt.contact_id) if attempt.contact_id else None
+    legs = _Legs(
+        attempt_id=attempt.id,
+        agent_sid=attempt.agent_call_sid or "",
+        agent=agent.phone if agent else "",
+        practice=practice.twilio_number,
+        patient=contact.phone if contact else "",
+    )
+    # The webhooks below run while this request is still open: its transaction (on SQLite,
+    # the database's one lock) must not be held through them.
+    session.close()
+    _play(workspace.services(), legs, outcome)
     return redirect(url_for("dev.outbox", played=attempt_id))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from typing import Any
 
 from flask import (
@@ -14,7 +15,6 @@ from flask import (
     request,
     url_for,
 )
-from werkzeug.routing import BuildError
 from werkzeug.wrappers import Response as WerkzeugResponse
 
 from telephony_service.models import User
@@ -28,11 +28,7 @@ workspace.install(bp)
 
 
 def task_url(task_id: int) -> str:
-    """The task page (the agent blueprint's), or its path while that page is not there."""
-    try:
-        return url_for("agent.task", task_id=task_id)
-    except BuildError:
-        return f"/tasks/{task_id}"
+    return url_for("agent.task", task_id=task_id)
 
 
 def _user() -> User:
@@ -89,6 +85,8 @@ def queue() -> str:
         task_url=task_url,
         next_url=_next_url(page),
         rows_url=url_for("queue.rows") + (f"?{query}" if query else ""),
+        # Names this page's press of "Take next": sent twice, it takes one task.
+        take_nonce=secrets.token_urlsafe(16),
     )
 
 
@@ -111,14 +109,18 @@ def rows() -> WerkzeugResponse:
 @login_required()
 def take_next() -> WerkzeugResponse:
     filters = _filters(request.form)
-    task = queue_service.take_next(
-        db(),
-        practice=current_practice(),
-        user=_user(),
-        now=workspace.services().clock(),
-        # Working "my lanes" means taking from them only.
-        lanes_only=filters.my_lanes,
-    )
+    try:
+        task = queue_service.take_next(
+            db(),
+            practice=current_practice(),
+            user=_user(),
+            now=workspace.services().clock(),
+            # Working "my lanes" means taking from them only.
+            lanes_only=filters.my_lanes,
+            nonce=request.form.get("nonce") or None,
+        )
+    except BadQueueFilter as exc:
+        abort(400, str(exc))
     if task is None:
         flash("Nothing left to take.", "warning")
         return redirect(url_for("queue.queue", **filters.query_args()))

@@ -59,6 +59,15 @@ def current_user() -> User | None:
     return user
 
 
+def require_user() -> User:
+    """The signed-in user, in a view behind login_required (which has already sent anyone
+    else away)."""
+    user = current_user()
+    if user is None:
+        abort(401)
+    return user
+
+
 def signed_in() -> Resumed | None:
     resumed: Resumed | None = g.get("signed_in")
     return resumed
@@ -104,8 +113,36 @@ def _check_csrf() -> None:
         abort(400, "This form has expired. Reload the page and try again.")
     # A second line of defence: browsers send Origin on cross-site POSTs.
     origin = request.headers.get("Origin")
-    if origin and origin != "null" and urlsplit(origin).netloc != request.host:
+    if origin and origin.strip() != "null" and not _our_origin(origin):
         abort(400, "This form was sent from another site.")
+
+
+def _our_origin(origin: str) -> bool:
+    """The public address's origin, or this request's own host. A proxy that rewrites Host
+    (to the app server's name) would otherwise make every staff form fail."""
+    sent = origin_of(origin)
+    if sent is None:
+        return False
+    if sent == origin_of(services().settings.public_base_url):
+        return True
+    # Host as the browser would have written it (no default port); the scheme is not
+    # compared, since a proxy that ends TLS makes the request itself plain http.
+    return sent == origin_of(f"{urlsplit(sent).scheme}://{request.host}")
+
+
+def origin_of(url: str) -> str | None:
+    """scheme://host[:port] as browsers send it in Origin (default port left out), or None."""
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError:
+        return None
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https") or not parts.hostname:
+        return None
+    default = 443 if scheme == "https" else 80
+    suffix = f":{port}" if port is not None and port != default else ""
+    return f"{scheme}://{parts.hostname.lower()}{suffix}"
 
 
 def _close_db(_exc: BaseException | None) -> None:

@@ -73,16 +73,28 @@ def ids(result: QueuePage) -> list[int]:
     return [row.id for row in result.rows]
 
 
-def take(services: Services, user_id: int, *, lanes_only: bool = False) -> int | None:
+def take(
+    services: Services, user_id: int, *, lanes_only: bool = False, nonce: str | None = None
+) -> int | None:
     with services.session() as session:
         user = session.get(User, user_id)
         assert user is not None
         practice = session.get(Practice, user.practice_id)
         assert practice is not None
         task = take_next(
-            session, practice=practice, user=user, now=services.clock(), lanes_only=lanes_only
+            session,
+            practice=practice,
+            user=user,
+            now=services.clock(),
+            lanes_only=lanes_only,
+            nonce=nonce,
         )
         return None if task is None else task.id
+
+
+def owned_by(services: Services, user_id: int) -> list[int]:
+    with services.session() as session:
+        return list(session.scalars(select(Task.id).where(Task.owner_id == user_id)))
 
 
 def lane(services: Services, practice_id: int, user_id: int, categories: str, hours: str) -> None:
@@ -437,3 +449,58 @@ def test_it_skips_a_task_another_agent_is_claiming(services, riverside, alice, b
     assert result == [second]
     assert owner_of(services, first) == bob
     assert owner_of(services, second) == alice
+
+
+def test_it_takes_one_task_for_a_press_sent_twice(services, riverside, alice, clock):
+    first = make_task(services, riverside, due_in=-10 * MIN)
+    make_task(services, riverside, due_in=10 * MIN)
+
+    assert take(services, alice, nonce="press-1") == first
+    clock.advance(minutes=2)
+    assert take(services, alice, nonce="press-1") == first
+
+    assert owned_by(services, alice) == [first]
+    with services.session() as session:
+        assert (
+            len(session.scalars(select(TaskEvent).where(TaskEvent.kind == "assigned")).all()) == 1
+        )
+
+
+def test_it_takes_another_task_for_another_press_or_after_a_while(
+    services, riverside, alice, bob, clock
+):
+    first = make_task(services, riverside, due_in=-10 * MIN)
+    second = make_task(services, riverside, due_in=10 * MIN)
+    third = make_task(services, riverside, due_in=20 * MIN)
+
+    assert take(services, alice, nonce="press-1") == first
+    assert take(services, bob, nonce="press-1") == second  # one browser's press is not another's
+    clock.advance(minutes=10)
+    assert take(services, alice, nonce="press-1") == third
+
+
+def test_it_refuses_a_press_id_it_did_not_give_out(services, riverside, alice):
+    task = make_task(services, riverside)
+
+    with pytest.raises(BadQueueFilter):
+        take(services, alice, nonce="x" * 65)
+    assert owner_of(services, task) is None
+
+
+def test_it_takes_one_task_for_a_press_sent_twice_at_once(services, riverside, alice):
+    tasks = [make_task(services, riverside, due_in=minutes * MIN) for minutes in range(4)]
+    start = threading.Barrier(2)
+    taken: list[int | None] = []
+
+    def press() -> None:
+        start.wait(timeout=30)
+        taken.append(take(services, alice, nonce="press-1"))
+
+    threads = [threading.Thread(target=press) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+
+    assert taken == [tasks[0], tasks[0]]
+    assert owned_by(services, alice) == [tasks[0]]

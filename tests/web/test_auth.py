@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import threading
 from datetime import timedelta
 from urllib.parse import parse_qs, urlsplit
 
@@ -21,7 +22,7 @@ from telephony_service.web import create_app, workspace
 from telephony_service.web.auth import safe_next
 from telephony_service.wiring import Services
 from tests.helpers import HARBOR_NUMBER, make_practice
-from tests.workspace_support import PASSWORD, make_user, sign_in_as
+from tests.workspace_support import CSRF, PASSWORD, make_user, sign_in_as
 
 EMAIL = "alice@clinic.example"
 BAD_CREDENTIALS = "That email and password don&#39;t match."
@@ -39,6 +40,11 @@ def _add_protected_page(app: Flask) -> None:
         user = workspace.current_user()
         assert user is not None
         return f"hello {user.email}"
+
+    @probe.post(PROTECTED)
+    @workspace.login_required()
+    def protected_post() -> str:
+        return "posted"
 
     app.register_blueprint(probe)
 
@@ -218,6 +224,55 @@ def test_it_throttles_an_account_after_five_failures_without_checking_the_passwo
     assert _sign_in(client).status_code == 302
 
 
+def test_it_checks_no_more_passwords_than_the_limit_when_guesses_arrive_at_once(
+    app, alice, services, monkeypatch
+):
+    guesses = 16
+    checked = 0
+    refused = 0
+    decided = threading.Condition()
+    real_check = auth_service._password_matches
+
+    def counted(user: User | None, password: str) -> bool:
+        nonlocal checked
+        # Held here until every other guess has been checked or refused, so each one that
+        # got past the throttle is still in flight while the rest decide: the widest race.
+        with decided:
+            checked += 1
+            decided.notify_all()
+            decided.wait_for(lambda: checked + refused == guesses, timeout=20)
+        return real_check(user, password)
+
+    monkeypatch.setattr(auth_service, "_password_matches", counted)
+    start = threading.Barrier(guesses)
+    answers: list[int] = []
+
+    def guess(n: int) -> None:
+        nonlocal refused
+        browser = app.test_client()
+        with browser.session_transaction() as cookie:
+            cookie["csrf"] = "test-csrf-token"
+        form = {"csrf_token": "test-csrf-token", "email": EMAIL, "password": f"guess {n}"}
+        start.wait(timeout=30)
+        response = browser.post("/login", data=form, environ_base={"REMOTE_ADDR": f"10.0.0.{n}"})
+        with decided:
+            answers.append(response.status_code)
+            if response.status_code == 429:
+                refused += 1
+                decided.notify_all()
+
+    threads = [threading.Thread(target=guess, args=(n,)) for n in range(guesses)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+
+    assert len(answers) == guesses
+    assert sorted(answers) == [401] * checked + [429] * (guesses - checked)
+    assert checked <= auth_service.MAX_ACCOUNT_FAILURES
+    assert _failures(services) == checked  # a refusal leaves no failure behind
+
+
 def test_it_words_the_throttle_the_same_for_an_account_nobody_has(client, alice):
     for _ in range(auth_service.MAX_ACCOUNT_FAILURES):
         _sign_in(client, email="ghost@clinic.example")
@@ -290,6 +345,45 @@ def test_it_refuses_a_sign_out_without_the_csrf_token(client, alice, services, t
     assert client.get(PROTECTED).status_code == 200
     [row] = _sessions(services)
     assert row.ended_at is None
+
+
+@pytest.mark.parametrize(
+    "origin",
+    [
+        "https://callbacks.example.test",  # PUBLIC_BASE_URL, whatever Host the proxy sent
+        "https://Callbacks.Example.Test:443",
+        "http://localhost",  # the request's own host
+        "null",
+        None,
+    ],
+)
+def test_it_accepts_a_post_from_our_own_origin(client, alice, services, origin):
+    sign_in_as(client, services, alice)
+    headers = {} if origin is None else {"Origin": origin}
+
+    response = client.post(PROTECTED, data=CSRF, headers=headers)
+
+    assert response.status_code == 200
+    assert response.get_data(as_text=True) == "posted"
+
+
+@pytest.mark.parametrize(
+    "origin",
+    [
+        "https://evil.example",
+        "https://callbacks.example.test.evil.example",
+        "http://callbacks.example.test",  # not our scheme
+        "https://callbacks.example.test:8443",
+        "http://localhost:8080",
+    ],
+)
+def test_it_refuses_a_post_from_another_origin(client, alice, services, origin):
+    sign_in_as(client, services, alice)
+
+    response = client.post(PROTECTED, data=CSRF, headers={"Origin": origin})
+
+    assert response.status_code == 400
+    assert "another site" in response.get_data(as_text=True)
 
 
 def test_it_rotates_the_session_at_sign_in(client, alice, services):

@@ -1,4 +1,5 @@
-"""/dev/outbox: the texts the console gateway did not send, for the developer to read."""
+"""/dev/outbox: the texts and calls the console gateway did not send, for a signed-in
+developer to read, of their own practice only."""
 
 from __future__ import annotations
 
@@ -9,13 +10,25 @@ import pytest
 from flask.testing import FlaskClient
 from sqlalchemy import select
 
-from telephony_service.models import Contact, Message
+from telephony_service.models import CallAttempt, Contact, Message, Practice
 from telephony_service.web import create_app
-from tests.helpers import ANA, BEN, make_practice
+from tests.helpers import ANA, BEN, HARBOR_NUMBER, make_practice
+from tests.queue_support import make_task
+from tests.workspace_support import CSRF, make_user, sign_in_as
 
 
 @pytest.fixture
-def dev_client(services) -> FlaskClient:
+def riverside(services) -> Practice:
+    return make_practice(services)
+
+
+@pytest.fixture
+def harbor(services) -> Practice:
+    return make_practice(services, name="Harbor Pediatrics", number=HARBOR_NUMBER)
+
+
+@pytest.fixture
+def anonymous(services) -> FlaskClient:
     """The app as `telephony run` builds it on a machine without Twilio credentials."""
     services.settings = dataclasses.replace(
         services.settings, twilio_account_sid=None, twilio_auth_token=None
@@ -23,6 +36,37 @@ def dev_client(services) -> FlaskClient:
     app = create_app(services=services)
     app.config["TESTING"] = True
     return app.test_client()
+
+
+@pytest.fixture
+def dev_client(services, anonymous, riverside) -> FlaskClient:
+    """A developer signed in at Riverside."""
+    sign_in_as(anonymous, services, make_user(services, riverside.id))
+    return anonymous
+
+
+def ringing_call(services, practice_id: int, sid: str) -> int:
+    """A click-to-call the console gateway "placed": the agent's phone is ringing."""
+    task_id = make_task(services, practice_id)
+    now = services.clock()
+    with services.session() as session:
+        attempt = CallAttempt(
+            practice_id=practice_id,
+            task_id=task_id,
+            request_key=f"test:{sid}",
+            status="agent_ringing",
+            agent_call_sid=sid,
+            created_at=now,
+            updated_at=now,
+        )
+        session.add(attempt)
+        session.commit()
+        return attempt.id
+
+
+def status_of(services, attempt_id: int) -> str:
+    with services.session() as session:
+        return session.get_one(CallAttempt, attempt_id).status
 
 
 def write_text(services, practice_id: int, phone: str, body: str, *, ago: timedelta, **extra):
@@ -61,8 +105,10 @@ def write_text(services, practice_id: int, phone: str, body: str, *, ago: timede
         session.commit()
 
 
-def test_it_lists_texts_newest_first_with_masked_numbers_and_full_bodies(services, dev_client):
-    practice = make_practice(services)
+def test_it_lists_texts_newest_first_with_masked_numbers_and_full_bodies(
+    services, dev_client, riverside
+):
+    practice = riverside
     write_text(
         services,
         practice.id,
@@ -94,8 +140,10 @@ def test_it_lists_texts_newest_first_with_masked_numbers_and_full_bodies(service
     assert "delivered" in page
 
 
-def test_it_escapes_what_it_shows(services, dev_client):
+def test_it_escapes_what_it_shows(services, anonymous):
     practice = make_practice(services, name="Smith & <Sons>")
+    sign_in_as(anonymous, services, make_user(services, practice.id))
+    dev_client = anonymous
     write_text(services, practice.id, ANA, "<script>alert(1)</script>", ago=timedelta(0))
     page = dev_client.get("/dev/outbox").get_data(as_text=True)
     assert "<script>alert(1)</script>" not in page
@@ -103,8 +151,8 @@ def test_it_escapes_what_it_shows(services, dev_client):
     assert "Smith &amp; &lt;Sons&gt;" in page
 
 
-def test_it_answers_json(services, dev_client):
-    practice = make_practice(services)
+def test_it_answers_json(services, dev_client, riverside):
+    practice = riverside
     write_text(
         services,
         practice.id,
@@ -126,8 +174,8 @@ def test_it_answers_json(services, dev_client):
     assert text["error"] == "30006 landline or unreachable carrier"
 
 
-def test_it_shows_the_latest_hundred(services, dev_client):
-    practice = make_practice(services)
+def test_it_shows_the_latest_hundred(services, dev_client, riverside):
+    practice = riverside
     for minutes in range(105):
         write_text(services, practice.id, ANA, f"text {minutes}", ago=timedelta(minutes=minutes))
     texts = dev_client.get("/dev/outbox?format=json").get_json()["messages"]
@@ -142,6 +190,63 @@ def test_it_is_not_there_when_twilio_credentials_are_set(services, client):
     assert client.get("/dev/outbox?format=json").status_code == 404
 
 
-def test_it_hides_the_outbox_from_other_machines(dev_client: FlaskClient) -> None:
-    response = dev_client.get("/dev/outbox", environ_base={"REMOTE_ADDR": "203.0.113.9"})
+def test_it_hides_the_outbox_from_other_machines(services, dev_client, riverside):
+    attempt = ringing_call(services, riverside.id, "CA" + "1" * 32)
+    elsewhere = {"REMOTE_ADDR": "203.0.113.9"}
+
+    page = dev_client.get("/dev/outbox", environ_base=elsewhere)
+    played = dev_client.post(
+        f"/dev/calls/{attempt}/answer", data={**CSRF, "outcome": "busy"}, environ_base=elsewhere
+    )
+
+    assert (page.status_code, played.status_code) == (404, 404)
+    assert status_of(services, attempt) == "agent_ringing"
+
+
+def test_it_sends_a_developer_who_is_not_signed_in_to_sign_in(services, anonymous, riverside):
+    write_text(services, riverside.id, ANA, "Riverside: we will call you back.", ago=timedelta(0))
+    attempt = ringing_call(services, riverside.id, "CA" + "1" * 32)
+
+    page = anonymous.get("/dev/outbox")
+    listed = anonymous.get("/dev/outbox?format=json", headers={"X-Background": "1"})
+    with anonymous.session_transaction() as cookie:
+        cookie["csrf"] = "test-csrf-token"  # a token alone is not a sign-in
+    played = anonymous.post(f"/dev/calls/{attempt}/answer", data={**CSRF, "outcome": "busy"})
+
+    assert page.status_code == 302
+    assert page.headers["Location"].startswith("/login?next=/dev/outbox")
+    assert listed.status_code == 401
+    assert played.status_code == 401
+    assert status_of(services, attempt) == "agent_ringing"
+
+
+def test_it_shows_only_the_signed_in_users_practice(services, dev_client, riverside, harbor):
+    write_text(services, riverside.id, ANA, "Riverside: we will call you back.", ago=timedelta(0))
+    write_text(services, harbor.id, BEN, "Harbor: we will call you back.", ago=timedelta(0))
+    ours = ringing_call(services, riverside.id, "CA" + "1" * 32)
+    ringing_call(services, harbor.id, "CA" + "2" * 32)
+
+    listed = dev_client.get("/dev/outbox?format=json").get_json()
+    page = dev_client.get("/dev/outbox").get_data(as_text=True)
+
+    assert [text["body"] for text in listed["messages"]] == ["Riverside: we will call you back."]
+    assert [call["id"] for call in listed["calls"]] == [ours]
+    assert "Harbor" not in page
+
+
+def test_it_simulates_no_answer_to_another_practices_call(services, dev_client, harbor):
+    theirs = ringing_call(services, harbor.id, "CA" + "2" * 32)
+
+    response = dev_client.post(f"/dev/calls/{theirs}/answer", data={**CSRF, "outcome": "busy"})
+
     assert response.status_code == 404
+    assert status_of(services, theirs) == "agent_ringing"
+
+
+def test_it_refuses_a_simulated_answer_without_the_csrf_token(services, dev_client, riverside):
+    attempt = ringing_call(services, riverside.id, "CA" + "1" * 32)
+
+    response = dev_client.post(f"/dev/calls/{attempt}/answer", data={"outcome": "busy"})
+
+    assert response.status_code == 400
+    assert status_of(services, attempt) == "agent_ringing"

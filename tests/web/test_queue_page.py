@@ -200,3 +200,26 @@ def test_it_refuses_take_next_without_the_csrf_token(browser, services, riversid
 
     assert response.status_code == 400
     assert owner_of(services, task) is None
+
+
+def test_it_takes_one_task_when_take_next_is_sent_twice(browser, services, riverside, alice):
+    urgent = make_task(services, riverside, due_in=-30 * MIN)
+    later = make_task(services, riverside, due_in=30 * MIN)
+    html = browser.get("/queue").get_data(as_text=True)
+    [nonce] = re.findall(r'name="nonce" value="([^"]+)"', html)
+
+    first = browser.post("/queue/take-next", data={**CSRF, "nonce": nonce})
+    second = browser.post("/queue/take-next", data={**CSRF, "nonce": nonce})
+
+    assert first.headers["Location"] == second.headers["Location"] == f"/tasks/{urgent}"
+    assert owner_of(services, urgent) == alice.id
+    assert owner_of(services, later) is None
+
+
+def test_it_gives_every_queue_page_a_fresh_take_next_nonce(browser, riverside):
+    pages = [browser.get("/queue").get_data(as_text=True) for _ in range(2)]
+
+    nonces = [re.findall(r'name="nonce" value="([^"]+)"', html) for html in pages]
+
+    assert len(nonces[0]) == len(nonces[1]) == 1
+    assert nonces[0] != nonces[1]
