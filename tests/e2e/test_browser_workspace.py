@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from flask import Flask
+from playwright.sync_api import expect
 
 from telephony_service.wiring import Services
 from tests.e2e.browser_support import browser, live_server, live_url, settings  # noqa: F401
@@ -63,6 +64,9 @@ def test_it_lets_an_agent_take_call_and_close_a_task_while_another_practice_sees
         services, name="Harbor Pediatrics", number=HARBOR_NUMBER, timezone="America/Los_Angeles"
     )
     make_user(services, riverside.id, email="sam@riverside.example", name="Sam")
+    make_user(
+        services, riverside.id, email="dana@riverside.example", name="Dana", phone="+16175550142"
+    )
     make_user(services, harbor.id, email="kim@harbor.example", name="Kim", phone="+14155550123")
     riverside_key = make_api_key(services, riverside.id)
     harbor_key = make_api_key(services, harbor.id)
@@ -97,6 +101,8 @@ def test_it_lets_an_agent_take_call_and_close_a_task_while_another_practice_sees
 
     sam = _sign_in(browser, live_url, "sam@riverside.example", now)
     kim = _sign_in(browser, live_url, "kim@harbor.example", now)
+    # Dana, Sam's colleague, keeps the queue open and never reloads it.
+    dana = _sign_in(browser, live_url, "dana@riverside.example", now)
 
     # Sam's queue: Riverside's two tasks, the new patient (15-minute deadline) first.
     rows = sam.locator("[data-testid=queue-row]")
@@ -110,6 +116,9 @@ def test_it_lets_an_agent_take_call_and_close_a_task_while_another_practice_sees
     script = sam.locator("[data-testid=call-script]")
     assert "Hi, this is Sam calling from Riverside Family Medicine" in script.inner_text()
     assert sam.locator("[data-testid=task-owner]").inner_text().strip() == "Sam"
+    # Dana's queue shows, without a reload, that Sam has it.
+    dana_row = dana.locator(f"[data-testid=queue-row][data-task-id='{urgent}']")
+    expect(dana_row).to_contain_text("Sam", timeout=TIMEOUT_MS)
 
     # Call: the agent's phone is dialled first (the console gateway records the call).
     sam.click("[data-testid=call-button]")
@@ -139,11 +148,31 @@ def test_it_lets_an_agent_take_call_and_close_a_task_while_another_practice_sees
     remaining.first.wait_for()
     assert [int(r.get_attribute("data-task-id")) for r in remaining.all()] == [later]
 
-    # Kim, at Harbor, saw only Harbor's task throughout, and Riverside's task is not found.
-    kim.reload()
+    # Dana's queue drops the closed task on its own refresh.
+    expect(dana.locator("[data-testid=queue-row]")).to_have_count(1, timeout=TIMEOUT_MS)
+    assert dana.locator("[data-testid=queue-row]").get_attribute("data-task-id") == str(later)
+
+    # Kim, at Harbor, saw only Harbor's task throughout; a new Harbor inquiry appears in her
+    # queue without a reload, and in no Riverside queue; Riverside's task is not found.
     kim_rows = kim.locator("[data-testid=queue-row]")
-    kim_rows.first.wait_for()
     assert [int(r.get_attribute("data-task-id")) for r in kim_rows.all()] == [harbor_task]
+    newer = _inquiry(
+        app,
+        harbor_key,
+        category="cancellation",
+        phone="+14155550178",
+        name="Ian Park",
+        reason="cancel visit",
+        source="web",
+    )
+    expect(kim_rows).to_have_count(2, timeout=TIMEOUT_MS)
+    assert {int(r.get_attribute("data-task-id")) for r in kim_rows.all()} == {harbor_task, newer}
+    # Two of Dana's refreshes later (the first one's answer has surely been applied when the
+    # second is asked for), Harbor's task is still not there.
+    for _ in range(2):
+        with dana.expect_request(lambda r: "/queue/rows" in r.url, timeout=TIMEOUT_MS):
+            pass
+    assert dana.locator(f"[data-testid=queue-row][data-task-id='{newer}']").count() == 0
     response = kim.goto(f"{live_url}/tasks/{urgent}")
     assert response is not None and response.status == 404
     assert "Ana" not in kim.content()
