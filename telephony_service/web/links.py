@@ -12,7 +12,6 @@ import re
 import secrets
 from datetime import datetime
 from typing import Any
-from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 from flask import Blueprint, Response, current_app, g, redirect, render_template, request, url_for
@@ -33,6 +32,7 @@ from telephony_service.services.links import (
     well_formed,
 )
 from telephony_service.services.practices import PracticeCard
+from telephony_service.web.workspace import origin_of
 from telephony_service.wiring import Services
 
 log = logging.getLogger(__name__)
@@ -85,31 +85,17 @@ def is_preview(user_agent: str) -> bool:
     return not agent or any(name in agent for name in PREVIEW_AGENTS)
 
 
-def _origin(url: str) -> str | None:
-    try:
-        parts = urlsplit(url.strip())
-        port = parts.port
-    except ValueError:
-        return None
-    scheme = parts.scheme.lower()
-    if scheme not in ("http", "https") or not parts.hostname:
-        return None
-    default = 443 if scheme == "https" else 80
-    suffix = f":{port}" if port is not None and port != default else ""
-    return f"{scheme}://{parts.hostname.lower()}{suffix}"
-
-
 def _foreign_post() -> bool:
     """A form posted from another site. Our own pages send `Origin: null` (browsers do
     that for a POST under Referrer-Policy: no-referrer) and no Referer; the token in the
     path is the secret a forged post would need anyway."""
-    ours = _origin(_services().settings.public_base_url)
+    ours = origin_of(_services().settings.public_base_url)
     origin = request.headers.get("Origin")
     if origin is not None and origin.strip() != "null":
-        return _origin(origin) != ours
+        return origin_of(origin) != ours
     referer = request.headers.get("Referer")
     if referer:
-        return _origin(referer) != ours
+        return origin_of(referer) != ours
     return False
 
 
@@ -251,7 +237,7 @@ def _label(at: datetime, zone: ZoneInfo) -> str:
 
 
 def _allow_form_target(view: LinkPage) -> None:
-    origin = _origin(view.booking_url or "")
+    origin = origin_of(view.booking_url or "")
     if origin and _SAFE_ORIGIN.fullmatch(origin):
         g.booking_origin = origin
 
