@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, TypeVar
+import functools
+from collections.abc import Callable, Hashable
+from typing import Any, TypeVar, cast
 
-from sqlalchemy import Connection, Engine, create_engine, event, select, text
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Select,
+    Table,
+    bindparam,
+    create_engine,
+    event,
+    select,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -68,7 +78,8 @@ def relax_commit(session: Session) -> None:
     webhook's insert and a send's claim are never relaxed: those must survive a crash.
     """
     if session.get_bind().dialect.name == "postgresql":
-        session.execute(text("SET LOCAL synchronous_commit TO OFF"))
+        # A driver-level string: nothing for SQLAlchemy to build, cache or type.
+        session.connection().exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
 
 
 _Row = TypeVar("_Row")
@@ -77,14 +88,33 @@ _Row = TypeVar("_Row")
 def locked(session: Session, model: type[_Row], row_id: int) -> _Row:
     """A row locked for update and read afresh, never the session's older copy of it (the
     sessions keep objects across commits)."""
-    return session.scalars(
+    statement = _locked_statement(cast(Hashable, model))
+    row: _Row = session.scalars(statement, {"row_id": row_id}).one()
+    return row
+
+
+@functools.cache
+def _locked_statement(model: type[Any]) -> Select[Any]:
+    # Built once per model: building and keying a fresh SELECT costs more CPU than the
+    # database takes to run it.
+    return (
         select(model)
-        .where(model.id == row_id)  # type: ignore[attr-defined]
+        .where(model.id == bindparam("row_id"))
         .with_for_update()
         .execution_options(populate_existing=True)
-    ).one()
+    )
+
+
+def table(model: type[Any]) -> Table:
+    """A model's table, for Core statements (typed as the Table it is)."""
+    return cast(Table, model.__table__)
 
 
 def upsert_insert(session: Session) -> Callable[..., Any]:
     """The dialect's INSERT (PostgreSQL's or SQLite's), the one with ON CONFLICT."""
-    return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    return dialect_insert(session.get_bind().dialect.name)
+
+
+def dialect_insert(dialect_name: str) -> Callable[..., Any]:
+    """upsert_insert by dialect name, for statements built once per dialect."""
+    return postgresql.insert if dialect_name == "postgresql" else sqlite.insert

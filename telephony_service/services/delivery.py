@@ -9,6 +9,7 @@ ever sent again. canceled, blocked and failed end a text without a (further) sen
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,10 +17,24 @@ from datetime import UTC, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Engine, and_, func, or_, select, update
+from sqlalchemy import (
+    Engine,
+    String,
+    and_,
+    bindparam,
+    func,
+    insert,
+    literal,
+    null,
+    or_,
+    select,
+    type_coerce,
+    union_all,
+    update,
+)
 from sqlalchemy.orm import Session
 
-from telephony_service.db import locked, relax_commit, upsert_insert
+from telephony_service.db import locked, relax_commit, table, upsert_insert
 from telephony_service.domain import compliance
 from telephony_service.domain.phones import display_number, mask_phone
 from telephony_service.domain.statuses import TaskStatus, is_open
@@ -120,13 +135,18 @@ def queue_text(
 
     The body is rendered here, once: what is sent is what the outbox shows.
     """
-    existing = session.scalar(select(Message.id).where(Message.dedupe_key == dedupe_key))
-    if existing is not None:
+    # Both questions in one round trip; the answer to the second is wasted only on a
+    # duplicate, which is rare.
+    written, earlier = session.execute(
+        _written_statement(),
+        {"dedupe_key": dedupe_key, "contact_id": contact.id, "since": now - THREAD_GAP},
+    ).one()
+    if written is not None:
         return None
     context: dict[str, Any] = {
         "practice": practice.name,
         "practice_number": display_number(practice.twilio_number),
-        "first_text": _first_of_thread(session, contact.id, now),
+        "first_text": earlier is None,
     }
     token = new_token()
     context["link"] = link_url(base_url, token)
@@ -228,17 +248,20 @@ def _outbox_row(
     )
 
 
-def _first_of_thread(session: Session, contact_id: int, now: datetime) -> bool:
-    earlier = session.scalar(
+@functools.cache
+def _written_statement() -> Any:
+    """(this text's id if it was written already, any text of the contact's thread)."""
+    written = select(Message.id).where(Message.dedupe_key == bindparam("dedupe_key"))
+    thread = (
         select(Message.id)
         .where(
-            Message.contact_id == contact_id,
-            Message.created_at > now - THREAD_GAP,
+            Message.contact_id == bindparam("contact_id"),
+            Message.created_at > bindparam("since", type_=table(Message).c.created_at.type),
             Message.status.in_((*_SENT_OR_IN_FLIGHT, "pending")),
         )
         .limit(1)
     )
-    return earlier is None
+    return select(written.scalar_subquery(), thread.scalar_subquery())
 
 
 # --- sending ---------------------------------------------------------------------------
@@ -310,15 +333,15 @@ def _send_claimed(
         # slipping in between the gate and Twilio, and two texts to one patient go one
         # after the other, each seeing the other in the caps.
         contact = locked(session, Contact, contact_id)
-    message = _own(session, message_id, claimed_at, now)
-    if message is None:
+    owned = _own(session, message_id, claimed_at, now)
+    if owned is None:
         # Reconciliation took the claim back (this worker stalled past the lease).
         session.rollback()
         return "skipped"
+    message, task = owned
     if not postgres:
         contact = session.get_one(Contact, contact_id)
     practice = texting_policy(session, message.practice_id)
-    task = session.get(Task, message.task_id) if message.task_id is not None else None
 
     reason = _cancel_reason(message, contact, task)
     if reason is not None:
@@ -351,48 +374,117 @@ def _send_claimed(
     try:
         sent = gateway.send_sms(sms)
     except GatewayError as exc:
-        return _failed_send(session, message, contact, task, exc, clock())
+        full_task = session.get(Task, message.task_id) if message.task_id is not None else None
+        return _failed_send(session, message, contact, full_task, exc, clock())
     at = clock()
-    message.message_sid = sent.sid
-    message.status = _forward(message.status, sent.status)
-    message.sent_at = at
-    message.updated_at = at
-    message.defer_reason = None
+    # Core statements, not the unit of work: on the send's hot path its flush cost more CPU
+    # than the two statements themselves.
+    session.execute(
+        _sent_statement(),
+        {
+            "message_id": message.id,
+            "sid": sent.sid,
+            "new_status": _forward(message.status, sent.status),
+            "at": at,
+        },
+    )
     if task is not None:
-        session.add(
-            TaskEvent(
-                task_id=task.id,
-                at=at,
-                kind="text_sent",
-                data={"message_id": message.id, "purpose": message.purpose},
-            )
+        session.execute(
+            _timeline_insert(),
+            {
+                "task_id": message.task_id,
+                "at": at,
+                "kind": "text_sent",
+                "text": None,
+                "data": {"message_id": message.id, "purpose": message.purpose},
+            },
         )
     session.commit()
     log.info("text %s (%s) sent to %s", message.id, message.purpose, mask_phone(contact.phone))
+    # The session's copy must not go on showing the claim.
+    session.expire(message, _SENT_COLUMNS)
     return "sent"
+
+
+_SENT_COLUMNS = ["message_sid", "status", "sent_at", "updated_at", "defer_reason"]
+
+
+@functools.cache
+def _sent_statement() -> Any:
+    messages = table(Message)
+    at = bindparam("at", type_=messages.c.sent_at.type)
+    return (
+        update(messages)
+        .where(messages.c.id == bindparam("message_id"))
+        .values(
+            message_sid=bindparam("sid"),
+            status=bindparam("new_status"),
+            sent_at=at,
+            updated_at=at,
+            defer_reason=None,
+        )
+    )
+
+
+@functools.cache
+def _timeline_insert() -> Any:
+    return insert(table(TaskEvent))
 
 
 def _dialect(session: Session) -> str:
     return session.get_bind().dialect.name
 
 
-def _own(session: Session, message_id: int, claimed_at: datetime, now: datetime) -> Message | None:
-    """Lock the text if this job's claim still holds.
+@dataclass(frozen=True)
+class _TaskFacts:
+    """What a send checks of its task: read with the text, not loaded as a row."""
+
+    status: str
+    cadence_stopped_at: datetime | None
+    flag: str | None
+
+
+def _own(
+    session: Session, message_id: int, claimed_at: datetime, now: datetime
+) -> tuple[Message, _TaskFacts | None] | None:
+    """Lock the text if this job's claim still holds, with what the send checks of its task.
 
     A conditional write, so on SQLite too it takes the write lock: nothing else can change
-    the text (or settle it as lost) until this send's outcome is stored.
+    the text (or settle it as lost) until this send's outcome is stored. The task's facts
+    come back in the same statement (a round trip less than loading the task); its
+    snapshot is taken after the contact's lock, as a SELECT of its own would be.
     """
-    return session.scalars(
+    row = session.execute(
+        _own_statement(),
+        {"message_id": message_id, "claim": claimed_at, "now": now},
+    ).one_or_none()
+    if row is None:
+        return None
+    message, status, stopped_at, flag = row
+    if message.task_id is None or status is None:
+        return message, None
+    return message, _TaskFacts(status, _aware(stopped_at) if stopped_at else None, flag)
+
+
+@functools.cache
+def _own_statement() -> Any:
+    # Built once: building and keying it anew costs more CPU than PostgreSQL takes to run it.
+    claimed_at = table(Message).c.claimed_at
+    facts = [
+        select(column).where(Task.id == Message.task_id).correlate(Message).scalar_subquery()
+        for column in (Task.status, Task.cadence_stopped_at, Task.flag)
+    ]
+    return (
         update(Message)
         .where(
-            Message.id == message_id,
+            Message.id == bindparam("message_id"),
             Message.status == "claimed",
-            Message.claimed_at == claimed_at,
+            Message.claimed_at == bindparam("claim", type_=claimed_at.type),
         )
-        .values(updated_at=now)
-        .returning(Message)
+        .values(updated_at=bindparam("now", type_=claimed_at.type))
+        .returning(Message, *facts)
         .execution_options(populate_existing=True, synchronize_session=False)
-    ).one_or_none()
+    )
 
 
 def _fail_claimed(session: Session, message_id: int, claimed_at: datetime, now: datetime) -> None:
@@ -451,21 +543,33 @@ def _claim(session: Session, message_id: int, now: datetime) -> int | None:
     """The compare-and-swap that lets exactly one job send a text, in one autocommitted
     statement: a worker that dies mid-send leaves a claimed row for reconciliation, never
     a silent pending one that would be sent again. Returns the text's contact id."""
-    statement = (
-        update(Message)
-        .where(Message.id == message_id, Message.status == "pending", Message.not_before <= now)
-        .values(status="claimed", claimed_at=now, tries=Message.tries + 1, updated_at=now)
-        .returning(Message.contact_id)
-    )
     bind = session.get_bind()
     engine = bind if isinstance(bind, Engine) else bind.engine
     with engine.connect() as connection:
         autocommit = connection.execution_options(isolation_level="AUTOCOMMIT")
-        contact_id = autocommit.execute(statement).scalar()
+        contact_id = autocommit.execute(
+            _claim_statement(), {"message_id": message_id, "now": now}
+        ).scalar()
     return None if contact_id is None else int(contact_id)
 
 
-def _cancel_reason(message: Message, contact: Contact, task: Task | None) -> str | None:
+@functools.cache
+def _claim_statement() -> Any:
+    messages = table(Message)
+    now = bindparam("now", type_=messages.c.claimed_at.type)
+    return (
+        update(messages)
+        .where(
+            messages.c.id == bindparam("message_id"),
+            messages.c.status == "pending",
+            messages.c.not_before <= now,
+        )
+        .values(status="claimed", claimed_at=now, tries=messages.c.tries + 1, updated_at=now)
+        .returning(messages.c.contact_id)
+    )
+
+
+def _cancel_reason(message: Message, contact: Contact, task: _TaskFacts | None) -> str | None:
     if message.kind == "reply":
         return None
     if contact.sms_undeliverable_at is not None:
@@ -516,46 +620,78 @@ def contact_history(
     another send in flight, or one whose answer was lost), and click-to-calls that dialled
     the patient (an agent's own phone ringing out never reached the patient, so it is not
     an attempt). `message` is the text being sent, left out; None when a call asks."""
-    week_ago = now - timedelta(days=7)
+    zone = ZoneInfo(practice.timezone)
+    midnight = datetime.combine(now.astimezone(zone).date(), time(0), tzinfo=zone)
+    day_ago = now - timedelta(days=1)
+    params = {
+        "contact_id": contact.id,
+        "practice_id": practice.id,
+        "midnight": midnight,
+        "week_ago": now - timedelta(days=7),
+        "day_ago": day_ago,
+    }
+    if message is not None:
+        params["message_id"] = message.id
+    # One statement for every count the caps take: a round trip each was most of a send's
+    # database time.
+    rows = session.execute(_history_statement(message is not None), params).all()
+    sent_today = 0
+    attempts: list[datetime] = []
+    automated: list[datetime] = []
+    for count, at, kind in rows:
+        if count is not None:
+            sent_today = int(count)
+            continue
+        at = _aware(at)
+        if kind == _CALL:
+            attempts.append(at)
+            continue
+        if at > day_ago:
+            attempts.append(at)
+        if kind == "automated":
+            automated.append(at)
+    return compliance.History(
+        attempts=attempts, automated_texts=automated, practice_sent_today=sent_today
+    )
+
+
+# The kind the history gives a call attempt; no text has it.
+_CALL = "call"
+
+
+@functools.cache
+def _history_statement(leave_out_message: bool) -> Any:
+    """Rows of (count, at, kind): the practice's texts sent today, once, then the contact's
+    texts of the last week and its call attempts of the last day."""
+    stamp = table(Message).c.sent_at.type
     when = func.coalesce(Message.sent_at, Message.claimed_at)
-    query = select(when, Message.kind).where(
-        Message.contact_id == contact.id,
+    sent_today = (
+        select(func.count(Message.id))
+        .where(
+            Message.practice_id == bindparam("practice_id"),
+            Message.sent_at >= bindparam("midnight", type_=stamp),
+            Message.kind != "reply",
+        )
+        .scalar_subquery()
+    )
+    today = select(sent_today, type_coerce(null(), stamp), type_coerce(null(), String()))
+    texts = select(null(), when, Message.kind).where(
+        Message.contact_id == bindparam("contact_id"),
         when.is_not(None),
-        when > week_ago,
+        when > bindparam("week_ago", type_=stamp),
         Message.kind != "reply",
         Message.status.in_(_SENT_OR_IN_FLIGHT),
     )
-    if message is not None:
-        query = query.where(Message.id != message.id)
-    rows = session.execute(query).all()
-    day_ago = now - timedelta(days=1)
-    stamps = [(_aware(at), kind) for at, kind in rows]
-    attempts = [at for at, _ in stamps if at > day_ago]
+    if leave_out_message:
+        texts = texts.where(Message.id != bindparam("message_id"))
     # The bridge sets dial_status when it dials the patient; the agent's leg alone leaves it
     # empty.
-    attempts += [
-        _aware(at)
-        for at in session.scalars(
-            select(CallAttempt.created_at).where(
-                CallAttempt.contact_id == contact.id,
-                CallAttempt.created_at > day_ago,
-                CallAttempt.dial_status.is_not(None),
-            )
-        )
-    ]
-    automated = [at for at, kind in stamps if kind == "automated"]
-    zone = ZoneInfo(practice.timezone)
-    midnight = datetime.combine(now.astimezone(zone).date(), time(0), tzinfo=zone)
-    sent_today = session.scalar(
-        select(func.count(Message.id)).where(
-            Message.practice_id == practice.id,
-            Message.sent_at >= midnight,
-            Message.kind != "reply",
-        )
+    calls = select(null(), CallAttempt.created_at, literal(_CALL)).where(
+        CallAttempt.contact_id == bindparam("contact_id"),
+        CallAttempt.created_at > bindparam("day_ago", type_=stamp),
+        CallAttempt.dial_status.is_not(None),
     )
-    return compliance.History(
-        attempts=attempts, automated_texts=automated, practice_sent_today=int(sent_today or 0)
-    )
+    return union_all(today, texts, calls)
 
 
 def _aware(value: Any) -> datetime:

@@ -6,12 +6,12 @@ import functools
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, Insert, and_, or_, select, update
+from sqlalchemy import Engine, Insert, Update, and_, bindparam, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from telephony_service.db import relax_commit
+from telephony_service.db import relax_commit, table
 from telephony_service.gateways.base import redact
 from telephony_service.models import WebhookEvent
 from telephony_service.services import intake
@@ -22,7 +22,7 @@ from telephony_service.services import intake
 # database failover.
 MAX_ATTEMPTS = 8
 
-_table = WebhookEvent.__table__
+_table = table(WebhookEvent)
 
 
 @functools.cache
@@ -92,13 +92,19 @@ def _count_attempt(session: Session, event_id: int) -> bool:
     # Not waiting for the disk: a count lost with a crashed database only means one
     # attempt more before the event is left for a person.
     relax_commit(session)
-    result = session.execute(
-        update(WebhookEvent)
-        .where(WebhookEvent.id == event_id, WebhookEvent.processed_at.is_(None))
-        .values(attempts=WebhookEvent.attempts + 1)
-    )
+    result = session.execute(_count_statement(), {"event_id": event_id})
     session.commit()
     return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+@functools.cache
+def _count_statement() -> Update:
+    # Built once, and Core: the ORM's UPDATE would also look for the row in the session.
+    return (
+        update(_table)
+        .where(_table.c.id == bindparam("event_id"), _table.c.processed_at.is_(None))
+        .values(attempts=_table.c.attempts + 1)
+    )
 
 
 def _record_failure(session: Session, event_id: int, error: str) -> None:

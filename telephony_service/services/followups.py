@@ -7,14 +7,16 @@ no-op) and writes the next step's row, whose (task, step) key is unique.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from telephony_service.cache import TtlCache
-from telephony_service.db import locked
+from telephony_service.db import dialect_insert, locked, table
 from telephony_service.domain.cadence import (
     DEFAULT_CADENCES,
     Action,
@@ -112,6 +114,8 @@ def start(
     text-back after a missed call must not wait for the scheduler's next pass)."""
     steps = cadence_for(session, practice.id, task.category)
     due = step_due(steps[0], previous=now, sla_due=task.due_at, calendar=calendar_for(practice))
+    # Not added to the session: the step is written below, with its successor, once its
+    # state is known (written first and run at once, it would be an INSERT and an UPDATE).
     followup = FollowUp(
         task_id=task.id,
         step=0,
@@ -121,12 +125,12 @@ def start(
         state="pending",
         # Run here, or by the scheduler when due: either way not enqueued yet.
         enqueued_at=None,
+        done_at=None,
     )
-    session.add(followup)
-    session.flush()
     outcome = Outcome()
+    rows = [followup]
     if due <= now:
-        _run(
+        following = _run(
             session,
             practice,
             task,
@@ -137,6 +141,9 @@ def start(
             base_url=base_url,
             outcome=outcome,
         )
+        if following is not None:
+            rows.append(following)
+    _write_steps(session, rows)
     return outcome
 
 
@@ -168,7 +175,7 @@ def run_followup(session: Session, followup_id: int, *, now: datetime, base_url:
         session.commit()
         return outcome
     steps = cadence_for(session, practice.id, task.category)
-    _run(
+    following = _run(
         session,
         practice,
         task,
@@ -179,6 +186,8 @@ def run_followup(session: Session, followup_id: int, *, now: datetime, base_url:
         base_url=base_url,
         outcome=outcome,
     )
+    if following is not None:
+        _write_steps(session, [following])
     session.commit()
     return outcome
 
@@ -194,7 +203,8 @@ def _run(
     now: datetime,
     base_url: str,
     outcome: Outcome,
-) -> None:
+) -> FollowUp | None:
+    """Run a step; returns its successor, for the caller to write (None: the last one)."""
     index = min(followup.step, len(steps) - 1)
     action = Action(followup.action)
     if action is Action.CLOSE:
@@ -210,7 +220,7 @@ def _run(
             # cancel it. Close at the end of the day it goes out instead.
             followup.due_at = calendar_for(practice).close_of_day(max(waiting, now))
             followup.enqueued_at = None
-            return
+            return None
         _close(session, task, now)
     else:
         if action is Action.CALL and task.next_action != delivery.NEXT_CALL_MANUALLY:
@@ -236,7 +246,7 @@ def _run(
     followup.state = "done"
     followup.done_at = now
     if action is Action.CLOSE or index + 1 >= len(steps):
-        return
+        return None
     following = steps[index + 1]
     due = step_due(
         following, previous=followup.due_at, sla_due=task.due_at, calendar=calendar_for(practice)
@@ -244,20 +254,46 @@ def _run(
     if following.action is Action.CLOSE and task.next_action == NEXT_CALL_BACK:
         task.next_action = NEXT_AWAIT_REPLY
         task.next_action_at = due
-    exists = session.scalar(
-        select(FollowUp.id).where(FollowUp.task_id == task.id, FollowUp.step == followup.step + 1)
+    return FollowUp(
+        task_id=task.id,
+        step=followup.step + 1,
+        action=following.action.value,
+        template=following.template,
+        due_at=due,
+        state="pending",
+        enqueued_at=None,
+        done_at=None,
     )
-    if exists is None:
-        session.add(
-            FollowUp(
-                task_id=task.id,
-                step=followup.step + 1,
-                action=following.action.value,
-                template=following.template,
-                due_at=due,
-                state="pending",
-            )
-        )
+
+
+_STEP_COLUMNS = (
+    "task_id",
+    "step",
+    "action",
+    "template",
+    "due_at",
+    "state",
+    "enqueued_at",
+    "done_at",
+)
+
+
+def _write_steps(session: Session, rows: list[FollowUp]) -> None:
+    """Insert steps in one statement. (task, step) is unique and a step that exists
+    already is left as it is, so a step run twice never schedules its successor twice."""
+    session.execute(
+        _steps_statement(session.get_bind().dialect.name),
+        [{name: getattr(row, name) for name in _STEP_COLUMNS} for row in rows],
+    )
+
+
+@functools.cache
+def _steps_statement(dialect: str) -> Any:
+    # Built once: building an upsert costs more CPU than the database takes to run it.
+    # Several rows go as SQLAlchemy's "insertmanyvalues", a single multi-row INSERT.
+    return dialect_insert(dialect)(table(FollowUp)).on_conflict_do_nothing(
+        index_elements=["task_id", "step"]
+    )
 
 
 def _close(session: Session, task: Task, now: datetime) -> None:

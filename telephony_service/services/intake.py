@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -10,11 +11,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import select
+from sqlalchemy import Row, Select, Update, bindparam, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from telephony_service.db import relax_commit, upsert_insert
+from telephony_service.db import dialect_insert, relax_commit, table
 from telephony_service.domain.categories import BASE_PRIORITY, INQUIRY_CATEGORIES, Category
 from telephony_service.domain.phones import mask_phone, normalise_phone
 from telephony_service.domain.sla import first_response_due
@@ -55,20 +56,32 @@ def apply_event(
     was nothing to do (unknown id, already applied).
     """
     relax_commit(session)
+    # Marked applied first, in the statement that locks it and reads it: a concurrent job
+    # for the same event waits here, then finds it applied and does nothing. A failure
+    # rolls the mark back with everything else.
     event = session.execute(
-        select(WebhookEvent).where(WebhookEvent.id == event_id).with_for_update()
-    ).scalar_one_or_none()
-    if event is None or event.processed_at is not None:
+        _take_event_statement(), {"event_id": event_id, "now": now}
+    ).one_or_none()
+    if event is None:
         session.rollback()
         return None
     handler = _HANDLERS.get(event.kind)
     if handler is None:
         raise ValueError(f"no handler for webhook event kind {event.kind!r}")
     ready = handler(session, event.params, event.received_at, base_url)
-    event.processed_at = now
-    event.error = None
     session.commit()
     return ready or []
+
+
+@functools.cache
+def _take_event_statement() -> Update:
+    events = table(WebhookEvent)
+    return (
+        update(events)
+        .where(events.c.id == bindparam("event_id"), events.c.processed_at.is_(None))
+        .values(processed_at=bindparam("now", type_=events.c.processed_at.type), error=None)
+        .returning(events.c.kind, events.c.params, events.c.received_at)
+    )
 
 
 def _voice_status(
@@ -80,11 +93,7 @@ def _voice_status(
     if practice is None:
         log.warning("call ended on %s, which no practice owns", mask_phone(params.get("To")))
         return None
-    call = _lock_call(session, params["CallSid"], at)
-    call.practice_id = practice.id
-    call.status = params.get("CallStatus")
-    call.duration = _int(params.get("CallDuration"))
-    call.ended_at = at
+    call = _end_call(session, params, practice.id, at)
     if call.task_id is not None:
         return None
 
@@ -109,18 +118,16 @@ def _voice_status(
             category=category,
             source="phone",
             at=at,
+            call_count=1,
+            next_action=NEXT_CALL_BACK if contact is not None else NEXT_IDENTIFY,
         )
-        task.call_count = 1
-        task.no_callback_number = contact is None
-        if contact is None:
-            task.next_action = NEXT_IDENTIFY
         _timeline(session, task, at, "created", data={"source": "phone"})
         ready = followups.start(
             session, practice, task, contact, now=at, base_url=base_url
         ).messages
-    call.task_id = task.id
+    session.execute(_link_call_statement(), {"call_id": call.id, "new_task_id": task.id})
     if call.recording_sid:
-        _attach_voicemail(session, task, call, at)
+        _attach_voicemail(session, task, call.recording_sid, call.recording_duration, at)
     if call.transcription:
         _timeline(session, task, at, "transcription", text=call.transcription)
     return ready
@@ -140,7 +147,7 @@ def _voice_recording(session: Session, params: dict[str, Any], at: datetime, bas
     call.recording_duration = duration
     if call.task_id is not None:
         task = _lock_task(session, call.task_id)
-        _attach_voicemail(session, task, call, at)
+        _attach_voicemail(session, task, call.recording_sid, duration, at)
 
 
 def _voice_transcription(
@@ -172,7 +179,9 @@ _HANDLERS: dict[str, Handler] = {
 }
 
 
-def _attach_voicemail(session: Session, task: Task, call: Call, at: datetime) -> None:
+def _attach_voicemail(
+    session: Session, task: Task, recording_sid: str, duration: int | None, at: datetime
+) -> None:
     task.has_voicemail = True
     task.updated_at = at
     if task.category == Category.MISSED_CALL:
@@ -184,7 +193,7 @@ def _attach_voicemail(session: Session, task: Task, call: Call, at: datetime) ->
         task,
         at,
         "voicemail",
-        data={"recording_sid": call.recording_sid, "duration": call.recording_duration},
+        data={"recording_sid": recording_sid, "duration": duration},
     )
 
 
@@ -334,7 +343,11 @@ def _new_task(
     at: datetime,
     name: str | None = None,
     reason: str | None = None,
+    call_count: int = 0,
+    next_action: str = NEXT_CALL_BACK,
 ) -> Task:
+    """A new task, inserted (its id is needed at once). Everything known is set before the
+    INSERT: a change after it is an UPDATE more."""
     due = first_response_due(category, at, calendar_for(practice))
     task = Task(
         practice_id=practice.id,
@@ -345,13 +358,13 @@ def _new_task(
         name=name if name is not None else (contact.name if contact is not None else None),
         reason=reason,
         source=source,
-        no_callback_number=False,
-        call_count=0,
+        no_callback_number=contact is None,
+        call_count=call_count,
         has_voicemail=False,
         created_at=at,
         updated_at=at,
         due_at=due,
-        next_action=NEXT_CALL_BACK,
+        next_action=next_action,
         next_action_at=due,
     )
     session.add(task)
@@ -375,44 +388,102 @@ def _practice_by_number(session: Session, raw: Any) -> Practice | None:
     number = normalise_phone(raw if isinstance(raw, str) else None)
     if number is None:
         return None
-    return session.scalar(select(Practice).where(Practice.twilio_number == number))
+    return session.scalar(_practice_statement(), {"number": number})
+
+
+# The statements every missed call runs are built once: building and keying a fresh
+# statement (an upsert's `excluded` columns above all) costs more CPU than PostgreSQL
+# takes to run it.
+
+
+@functools.cache
+def _practice_statement() -> Select[Practice]:
+    return select(Practice).where(Practice.twilio_number == bindparam("number"))
+
+
+def _end_call(session: Session, params: dict[str, Any], practice_id: int, at: datetime) -> Row[Any]:
+    """The call row for an ended call, created or updated, and locked, in one statement."""
+    values = {
+        "call_sid": params["CallSid"],
+        "created_at": at,
+        "direction": "inbound",
+        "practice_id": practice_id,
+        "status": params.get("CallStatus"),
+        "duration": _int(params.get("CallDuration")),
+        "ended_at": at,
+    }
+    return session.execute(_end_call_statement(_dialect(session)), values).one()
+
+
+@functools.cache
+def _end_call_statement(dialect: str) -> Any:
+    calls = table(Call)
+    statement = dialect_insert(dialect)(calls)
+    return statement.on_conflict_do_update(
+        index_elements=["call_sid"],
+        # What the status callback knows; the rest (a recording that came first) stays.
+        set_={
+            name: statement.excluded[name]
+            for name in ("practice_id", "status", "duration", "ended_at")
+        },
+    ).returning(
+        calls.c.id,
+        calls.c.task_id,
+        calls.c.recording_sid,
+        calls.c.recording_duration,
+        calls.c.transcription,
+    )
+
+
+@functools.cache
+def _link_call_statement() -> Update:
+    calls = table(Call)
+    return (
+        update(calls)
+        .where(calls.c.id == bindparam("call_id"))
+        .values(task_id=bindparam("new_task_id"))
+    )
 
 
 def _lock_call(session: Session, call_sid: str, at: datetime) -> Call:
     """The call row for a CallSid, created by whichever callback arrives first, locked."""
-    return _upsert_locked(session, Call, {"call_sid": call_sid, "created_at": at}, ["call_sid"])
+    return _upsert_locked(session, Call, {"call_sid": call_sid, "created_at": at})
 
 
 def _lock_contact(session: Session, practice_id: int, phone: str, at: datetime) -> Contact:
     """The contact for a number, locked: two calls from one number must not open two tasks."""
     return _upsert_locked(
-        session,
-        Contact,
-        {"practice_id": practice_id, "phone": phone, "created_at": at},
-        ["practice_id", "phone"],
+        session, Contact, {"practice_id": practice_id, "phone": phone, "created_at": at}
     )
 
 
 _Model = TypeVar("_Model", Call, Contact)
 
+_UNIQUE_KEYS: dict[type[Any], list[str]] = {Call: ["call_sid"], Contact: ["practice_id", "phone"]}
 
-def _upsert_locked(
-    session: Session, model: type[_Model], values: dict[str, Any], keys: list[str]
-) -> _Model:
+
+def _upsert_locked(session: Session, model: type[_Model], values: dict[str, Any]) -> _Model:
     """Get or create a row by its unique key, locked, in one statement.
 
     INSERT … ON CONFLICT DO UPDATE returns the row whether it was new or there already,
     and locks it either way (the "update" rewrites a key column with itself), so two
     workers racing on one caller wait for each other instead of making two rows.
     """
-    statement = upsert_insert(session)(model).values(**values)
-    statement = statement.on_conflict_do_update(
-        index_elements=keys, set_={keys[0]: statement.excluded[keys[0]]}
-    )
-    row: _Model = session.scalars(
-        statement.returning(model), execution_options={"populate_existing": True}
-    ).one()
+    row: _Model = session.scalars(_upsert_locked_statement(_dialect(session), model), values).one()
     return row
+
+
+@functools.cache
+def _upsert_locked_statement(dialect: str, model: type[_Model]) -> Any:
+    keys = _UNIQUE_KEYS[model]
+    statement = dialect_insert(dialect)(model)
+    return (
+        statement.on_conflict_do_update(
+            index_elements=keys, set_={keys[0]: statement.excluded[keys[0]]}
+        )
+        .returning(model)
+        .execution_options(populate_existing=True)
+    )
 
 
 def _lock_task(session: Session, task_id: int) -> Task:
@@ -420,13 +491,22 @@ def _lock_task(session: Session, task_id: int) -> Task:
 
 
 def _open_task(session: Session, contact: Contact) -> Task | None:
-    return session.scalar(
+    return session.scalar(_open_task_statement(), {"contact_id": contact.id})
+
+
+@functools.cache
+def _open_task_statement() -> Select[Task]:
+    return (
         select(Task)
-        .where(Task.contact_id == contact.id, Task.status.in_([s.value for s in OPEN]))
+        .where(Task.contact_id == bindparam("contact_id"), Task.status.in_([s.value for s in OPEN]))
         .order_by(Task.created_at.desc(), Task.id.desc())
         .limit(1)
         .with_for_update()
     )
+
+
+def _dialect(session: Session) -> str:
+    return session.get_bind().dialect.name
 
 
 def _int(value: Any) -> int | None:

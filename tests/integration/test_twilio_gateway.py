@@ -566,3 +566,30 @@ def test_it_knows_nothing_was_sent_when_the_connection_is_refused() -> None:
         gateway.send_sms(ANA_TEXT)
 
     assert (failed.value.permanent, failed.value.outcome_unknown) == (False, False)
+
+
+@pytest.mark.parametrize(
+    ("no_proxy", "expected"),
+    [("", "http://proxy.example.test:3128"), ("api.twilio.com", None)],
+)
+def test_it_honours_the_proxy_settings_of_its_environment(
+    monkeypatch: pytest.MonkeyPatch, no_proxy: str, expected: str | None
+) -> None:
+    # Read once, when the gateway is built (see _RebasedHttpClient), not on every request.
+    for name in ("https_proxy", "HTTPS_PROXY"):
+        monkeypatch.setenv(name, "http://proxy.example.test:3128")
+    for name in ("no_proxy", "NO_PROXY"):
+        monkeypatch.setenv(name, no_proxy)
+    proxies: list[dict[str, str]] = []
+
+    def send(self: requests.adapters.HTTPAdapter, request: Any, **kwargs: Any) -> Any:
+        proxies.append(kwargs["proxies"])
+        raise requests.exceptions.ConnectionError("stopped before the network")
+
+    monkeypatch.setattr(requests.adapters.HTTPAdapter, "send", send)
+    gateway = TwilioGateway(ACCOUNT_SID, AUTH_TOKEN)
+
+    with pytest.raises(GatewayError):
+        gateway.send_sms(ANA_TEXT)
+
+    assert [p.get("https") for p in proxies] == [expected]
