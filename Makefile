@@ -37,11 +37,12 @@ format: $(BIN)/.installed
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-## bench: webhook throughput and latency under gunicorn; missed call to text-back (JSON)
+## bench: webhook throughput and latency under gunicorn; missed call to text-back; the queue at 100 vs 100,000 tasks (JSON)
 bench: $(BIN)/.installed
 	./scripts/ensure-services
-	$(BIN)/python bench/webhook.py
-	$(BIN)/python bench/speed_to_patient.py
+	$(BIN)/python -m bench.webhook
+	$(BIN)/python -m bench.speed_to_patient
+	$(BIN)/python -m bench.queue
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
