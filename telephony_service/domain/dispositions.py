@@ -112,9 +112,9 @@ _PATH: Mapping[Disposition, tuple[TaskStatus, ...]] = MappingProxyType(
 
 def stops_cadence(disposition: Disposition) -> bool:
     """Reached outcomes end the automated follow-ups (the patient has been spoken to), and
-    so does a closing one. Not-reached outcomes leave the cadence as it is: running if it
-    was, stopped if something else (a reply, an inbound call) already stopped it; an agent's
-    missed call never restarts it."""
+    so does a closing one. Not-reached outcomes never stop it: the follow-ups go on from the
+    agent's next attempt time, and resume if a reply, an inbound call or a call-back request
+    had stopped them (services.followups.follow_agent)."""
     return disposition in REACHED or disposition in CLOSING
 
 

@@ -28,7 +28,7 @@ from telephony_service.domain.cadence import (
 )
 from telephony_service.domain.categories import Category
 from telephony_service.domain.statuses import TaskStatus, check_transition, is_open
-from telephony_service.models import Cadence, Contact, FollowUp, Message, Practice, Task
+from telephony_service.models import Cadence, Contact, FollowUp, Message, Practice, Task, TaskEvent
 from telephony_service.services import consent, delivery
 from telephony_service.services.practices import calendar_for
 from telephony_service.services.tasks import change_status
@@ -306,6 +306,73 @@ def _close(session: Session, task: Task, now: datetime) -> None:
 
 
 ENQUEUE_LEASE = delivery.ENQUEUE_LEASE
+
+
+# What stopped a cadence without the patient having been spoken to: a reply, a call that
+# rang out, a call-back request. An agent who then calls and misses the patient resumes it.
+# An opt-out, a booking or a conversation keep it stopped.
+RESUMABLE_STOPS = frozenset({"reply", "inbound_call", "callback_requested"})
+_ATTEMPT_STATUSES = frozenset(
+    {
+        TaskStatus.NEW,
+        TaskStatus.FIRST_ATTEMPTED,
+        TaskStatus.LEFT_VOICEMAIL,
+        TaskStatus.SECOND_ATTEMPT_SCHEDULED,
+    }
+)
+
+
+def follow_agent(
+    session: Session,
+    practice: Practice,
+    task: Task,
+    contact: Contact | None,
+    *,
+    now: datetime,
+    next_at: datetime,
+) -> bool:
+    """After an agent's call that missed the patient, the automated follow-ups go on from
+    the next attempt time the agent set: the task's next step moves to it (a closing step
+    to the end of that day, so the task never closes at the agent's own attempt). A
+    cadence stopped by a reply, an inbound call or a call-back request resumes there.
+
+    The caller holds the contact's and the task's locks. Returns whether the schedule
+    changed.
+    """
+    if TaskStatus(task.status) not in _ATTEMPT_STATUSES:
+        return False
+    if contact is not None and contact.opted_out_at is not None:
+        return False
+    resumed = task.cadence_stopped_at is not None
+    if resumed and task.cadence_stop_reason not in RESUMABLE_STOPS:
+        return False
+    # The step that was next when the cadence stopped (canceled by the stop), or the one
+    # pending now.
+    state = "canceled" if resumed else "pending"
+    step = session.scalar(
+        select(FollowUp)
+        .where(FollowUp.task_id == task.id, FollowUp.state == state)
+        .order_by(FollowUp.step.desc())
+        .limit(1)
+        .with_for_update()
+    )
+    if step is None:
+        return False
+    due = next_at
+    if step.action == Action.CLOSE.value:
+        due = max(step.due_at, calendar_for(practice).close_of_day(next_at))
+    step.state = "pending"
+    step.due_at = due
+    step.enqueued_at = None
+    step.done_at = None
+    if resumed:
+        task.cadence_stopped_at = None
+        task.cadence_stop_reason = None
+        task.updated_at = now
+        session.add(
+            TaskEvent(task_id=task.id, at=now, kind="cadence_resumed", data={"step": step.step})
+        )
+    return True
 
 
 def claim_due(session: Session, *, now: datetime, limit: int = 500) -> list[int]:

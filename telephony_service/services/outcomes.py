@@ -20,7 +20,7 @@ from telephony_service.domain.dispositions import Disposition
 from telephony_service.domain.notes import check_note, clean_note
 from telephony_service.domain.statuses import IllegalTransition, TaskStatus, is_open
 from telephony_service.models import Practice, Task, TaskEvent, User
-from telephony_service.services import audit, consent
+from telephony_service.services import audit, consent, followups
 from telephony_service.services.tasks import change_status
 
 # A next action further out than this is a typo (2062 for 2026), not a plan.
@@ -107,8 +107,7 @@ def record_outcome(
     if found is None:
         raise TaskNotFound(task_id)
     # Lock order everywhere: contact, then task (stopping the cadence cancels texts).
-    if found.contact_id is not None:
-        consent.lock_contact(session, found.contact_id)
+    contact = consent.lock_contact(session, found.contact_id) if found.contact_id else None
     task = locked(session, Task, task_id)
     current = TaskStatus(task.status)
     nonce = form.nonce.strip()[:_NONCE_CHARS]
@@ -160,6 +159,9 @@ def record_outcome(
         change_status(session, task, target, now=now, clinical=clinical)
     if not note_only:
         _route(task, disposition, next_at, user)
+        if disposition in dispositions.NOT_REACHED and next_at is not None:
+            # The agent's next attempt time is when the automated follow-ups go on from.
+            followups.follow_agent(session, practice, task, contact, now=now, next_at=next_at)
     flag = dispositions.FLAGS.get(disposition)
     if flag is not None:
         task.flag = flag

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from telephony_service.domain.categories import Category
 from telephony_service.models import AuditEntry, FollowUp, Practice, Task, TaskEvent, User
-from telephony_service.services import consent, outcomes
+from telephony_service.services import consent, followups, outcomes
 from telephony_service.services.intake import Inquiry, create_inquiry_task
 from telephony_service.services.outcomes import OutcomeForm, OutcomeInvalid
 from telephony_service.wiring import Services
@@ -131,19 +133,65 @@ def test_it_leaves_the_cadence_running_when_the_patient_is_not_reached(
     ]
 
 
-def test_it_does_not_restart_a_cadence_that_something_else_stopped(
+def test_it_moves_the_next_follow_up_to_the_agents_next_attempt_time(
     services: Services, agent: User, referral: int
+) -> None:
+    record(services, agent, referral, "no_answer", VOICEMAIL_NOTE, TOMORROW_9AM)
+
+    with services.session() as session:
+        (step,) = pending_steps(session, referral)
+    # 09:00 in New York, as the agent typed it.
+    assert step.due_at.isoformat() == "2026-11-18T14:00:00+00:00"
+    assert step.enqueued_at is None
+
+
+@pytest.mark.parametrize("reason", ["reply", "inbound_call", "callback_requested"])
+def test_it_resumes_a_cadence_stopped_without_reaching_the_patient(
+    services: Services, agent: User, referral: int, reason: str
 ) -> None:
     with services.session() as session:
         task = session.get_one(Task, referral)
-        consent.stop_cadence(session, task, at=services.clock(), reason="inbound_call")
+        consent.stop_cadence(session, task, at=services.clock(), reason=reason)
+        session.commit()
+        assert pending_steps(session, referral) == []
+
+    record(services, agent, referral, "left_voicemail", VOICEMAIL_NOTE, TOMORROW_9AM)
+
+    task = task_row(services, referral)
+    assert task.status == "second_attempt_scheduled"
+    assert (task.cadence_stopped_at, task.cadence_stop_reason) == (None, None)
+    with services.session() as session:
+        (step,) = pending_steps(session, referral)
+        assert step.due_at.isoformat() == "2026-11-18T14:00:00+00:00"
+        kinds = list(
+            session.scalars(
+                select(TaskEvent.kind).where(TaskEvent.task_id == referral).order_by(TaskEvent.id)
+            )
+        )
+    assert "cadence_resumed" in kinds
+    # The scheduler offers it at the agent's time, not before.
+    with services.session() as session:
+        assert followups.claim_due(session, now=services.clock()) == []
+        at_nine = datetime(2026, 11, 18, 14, 0, tzinfo=UTC)
+        assert followups.claim_due(session, now=at_nine) == [step.id]
+
+
+@pytest.mark.parametrize("reason", ["opted_out", "booked_online"])
+def test_it_keeps_stopped_a_cadence_the_patient_ended(
+    services: Services, agent: User, referral: int, reason: str
+) -> None:
+    with services.session() as session:
+        task = session.get_one(Task, referral)
+        consent.stop_cadence(session, task, at=services.clock(), reason=reason)
         session.commit()
 
     record(services, agent, referral, "left_voicemail", VOICEMAIL_NOTE, TOMORROW_9AM)
 
     task = task_row(services, referral)
     assert task.status == "second_attempt_scheduled"
-    assert task.cadence_stop_reason == "inbound_call"
+    assert task.cadence_stop_reason == reason
+    with services.session() as session:
+        assert pending_steps(session, referral) == []
 
 
 def test_it_writes_the_note_on_the_timeline_and_audits_without_it(
