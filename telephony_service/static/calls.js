@@ -35,6 +35,25 @@
     if (error) { error.textContent = attempt.error || ""; }
   }
 
+  // The panel was drawn while the call ran ("under way", Call disabled). Another call needs
+  // a fresh one-time form, so it is offered as a reload, which also keeps a note the agent
+  // is typing from being thrown away by surprise.
+  function offerAnotherCall(area) {
+    const panel = area.closest("[data-testid=call-panel]");
+    const reason = panel && panel.querySelector("[data-testid=call-reason]");
+    if (!reason || panel.querySelector("[data-call-again]")) { return; }
+    reason.textContent = "The call has ended. ";
+    const again = document.createElement("a");
+    again.href = window.location.pathname + "#call-panel";
+    again.textContent = "Call again";
+    again.dataset.callAgain = "";
+    again.addEventListener("click", function (event) {
+      event.preventDefault();
+      window.location.reload();
+    });
+    reason.appendChild(again);
+  }
+
   function watch(area) {
     if (area.dataset.ended === "true") { return; }
     const started = Date.now();
@@ -57,6 +76,7 @@
             { bubbles: true, detail: attempt }));
         }
         if (attempt.ended) {
+          offerAnotherCall(area);
           // The task page reloads its timeline (and offers the outcome form) on this.
           area.dispatchEvent(new CustomEvent("call:ended", { bubbles: true, detail: attempt }));
           return;

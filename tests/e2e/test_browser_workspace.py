@@ -134,6 +134,8 @@ def test_it_lets_an_agent_take_call_and_close_a_task_while_another_practice_sees
         "() => document.querySelector('[data-testid=call-status]').dataset.ended === 'true'"
     )
     assert "completed" in status.inner_text().lower() or "ended" in status.inner_text().lower()
+    # The panel drawn during the call offers another one now.
+    expect(sam.locator("[data-call-again]")).to_be_visible()
 
     # A useless note is refused with help; a useful one closes the task.
     sam.check("input[name=disposition][value=resolved]")
