@@ -26,6 +26,7 @@ from telephony_service.gateways.base import (
     is_permanent,
     redact,
 )
+from telephony_service.parsing import int_or_none
 
 log = logging.getLogger(__name__)
 
@@ -207,8 +208,8 @@ def _gateway_error(exc: Exception, what: str, *, wrote: bool) -> GatewayError | 
 def _refusal(
     exc: TwilioRestException | TwilioServiceException, what: str, *, wrote: bool
 ) -> GatewayError:
-    status = _int_or_none(exc.status)
-    code = _int_or_none(exc.code)
+    status = int_or_none(exc.status)
+    code = int_or_none(exc.code)
     if code == status:
         # twilio fills in the HTTP status when the body has no Twilio error code.
         code = None
@@ -235,10 +236,3 @@ def _never_sent(exc: requests.RequestException) -> bool:
         and isinstance(reason, MaxRetryError)
         and isinstance(reason.reason, NewConnectionError)
     )
-
-
-def _int_or_none(value: object) -> int | None:
-    try:
-        return int(str(value))
-    except ValueError:
-        return None

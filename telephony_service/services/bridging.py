@@ -38,6 +38,7 @@ from telephony_service.db import locked
 from telephony_service.domain.phones import mask_phone, normalise_phone
 from telephony_service.gateways.base import GatewayError, OutboundCall, TelephonyGateway
 from telephony_service.models import CallAttempt, Practice, Task, TaskEvent, User
+from telephony_service.parsing import int_or_none
 from telephony_service.services import audit, call_twiml, consent
 from telephony_service.services.call_gate import Verdict, check_call
 from telephony_service.services.call_twiml import BRIDGE_PATH
@@ -576,7 +577,7 @@ def dial_finished(
         attempt.patient_call_sid = dial_sid
     # Once a result is in, a late or repeated callback only fills in what is missing.
     _note_answered_by(attempt, params.get("AnsweredBy"))
-    duration = _int(params.get("DialCallDuration"))
+    duration = int_or_none(params.get("DialCallDuration"))
     if duration is not None and attempt.duration is None:
         attempt.duration = duration
     outcome, error = _dial_outcome(attempt, reported)
@@ -642,7 +643,7 @@ def patient_leg_status(
     if reported in ("in-progress", "answered"):
         attempt.status = _forward(attempt.status, "in_progress")
     elif reported in _CALL_FINAL:
-        duration = _int(params.get("CallDuration"))
+        duration = int_or_none(params.get("CallDuration"))
         if duration is not None and attempt.duration is None:
             attempt.duration = duration
         _finish(session, attempt, _machine_if_detected(attempt, reported), now)
@@ -795,13 +796,6 @@ def _first_name(task: Task) -> str | None:
     if not name or not name.split():
         return None
     return name.split()[0]
-
-
-def _int(value: str | None) -> int | None:
-    try:
-        return int(value) if value is not None else None
-    except ValueError:
-        return None
 
 
 __all__ = [

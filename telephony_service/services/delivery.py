@@ -48,6 +48,7 @@ from telephony_service.models import (
     Task,
     TaskEvent,
 )
+from telephony_service.parsing import int_or_none
 from telephony_service.services import consent
 from telephony_service.services.links import add_link, link_url, new_token
 from telephony_service.services.practices import PracticePolicy, texting_policy
@@ -846,7 +847,7 @@ def apply_status(session: Session, params: dict[str, Any], at: datetime) -> None
     if reported not in _RANK:
         return
     found = None
-    message_id = _int(params.get("m"))
+    message_id = int_or_none(params.get("m"))
     if message_id is not None:
         found = session.execute(
             select(Message.id, Message.contact_id, Message.message_sid).where(
@@ -875,7 +876,7 @@ def apply_status(session: Session, params: dict[str, Any], at: datetime) -> None
         message.sent_at = message.sent_at or at
     message.status = _forward(message.status, reported)
     message.updated_at = at
-    code = _int(params.get("ErrorCode"))
+    code = int_or_none(params.get("ErrorCode"))
     if reported in ("undelivered", "failed"):
         message.error_code = code
         if message.task_id is not None:
@@ -1012,13 +1013,6 @@ def claim_due(session: Session, *, now: datetime, limit: int = 500) -> tuple[lis
     send = [row.id for row in rows if row.status == "pending"]
     reconcile = [row.id for row in rows if row.status != "pending"]
     return send, reconcile
-
-
-def _int(value: Any) -> int | None:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return None
 
 
 __all__ = [

@@ -22,6 +22,7 @@ from telephony_service.domain.categories import Category
 from telephony_service.domain.keywords import Intent, classify
 from telephony_service.domain.phones import mask_phone, normalise_phone
 from telephony_service.models import Contact, Message, Practice, Task, WebhookEvent
+from telephony_service.parsing import int_or_none
 from telephony_service.services import consent, delivery, followups, intake
 
 log = logging.getLogger(__name__)
@@ -211,14 +212,7 @@ def _reply_key(sid: str) -> str:
 
 def _text(params: dict[str, Any]) -> str:
     text = (params.get("Body") or "").strip()[:MAX_REPLY_CHARS]
-    media = _int(params.get("NumMedia"))
+    media = int_or_none(params.get("NumMedia"))
     if media:
         text = f"{text} [{media} attachment(s)]".strip()
     return text
-
-
-def _int(value: Any) -> int | None:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return None

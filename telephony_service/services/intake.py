@@ -28,6 +28,7 @@ from telephony_service.models import (
     TaskEvent,
     WebhookEvent,
 )
+from telephony_service.parsing import int_or_none
 from telephony_service.services import consent, delivery, followups, inbound
 from telephony_service.services.practices import calendar_for
 
@@ -136,7 +137,7 @@ def _voice_status(
 def _voice_recording(session: Session, params: dict[str, Any], at: datetime, base_url: str) -> None:
     if params.get("RecordingStatus", "completed") != "completed":
         return
-    duration = _int(params.get("RecordingDuration")) or 0
+    duration = int_or_none(params.get("RecordingDuration")) or 0
     if duration < MIN_VOICEMAIL_SECONDS:
         return
     call = _lock_call(session, params["CallSid"], at)
@@ -409,7 +410,7 @@ def _end_call(session: Session, params: dict[str, Any], practice_id: int, at: da
         "direction": "inbound",
         "practice_id": practice_id,
         "status": params.get("CallStatus"),
-        "duration": _int(params.get("CallDuration")),
+        "duration": int_or_none(params.get("CallDuration")),
         "ended_at": at,
     }
     return session.execute(_end_call_statement(_dialect(session)), values).one()
@@ -507,10 +508,3 @@ def _open_task_statement() -> Select[Task]:
 
 def _dialect(session: Session) -> str:
     return session.get_bind().dialect.name
-
-
-def _int(value: Any) -> int | None:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return None

@@ -29,6 +29,7 @@ from telephony_service.models import (
     Task,
     User,
 )
+from telephony_service.parsing import int_or_none
 from telephony_service.services import audit, bridging, manual_texts
 from telephony_service.services.bridging import CallPanel
 from telephony_service.services.manual_texts import Preview
@@ -236,7 +237,7 @@ def timeline_of(session: Session, task: Task) -> list[TimelineItem]:
         if event.kind in _SHOWN_WITH_TEXTS and data.get("message_id") in message_ids:
             continue
         if event.kind == "note":
-            data["user"] = names.get(_int(data.get("user_id")), "someone")
+            data["user"] = names.get(int_or_none(data.get("user_id")), "someone")
             disposition = data.get("disposition")
             if disposition in set(Disposition):
                 data["label"] = dispositions.LABELS[Disposition(disposition)]
@@ -285,10 +286,3 @@ def _user_names(session: Session, ids: set[int]) -> dict[int | None, str]:
         return {}
     rows = session.execute(select(User.id, User.name, User.email).where(User.id.in_(ids)))
     return {row.id: row.name or row.email.split("@", 1)[0] for row in rows}
-
-
-def _int(value: Any) -> int | None:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return None

@@ -45,8 +45,7 @@ def _task_page(task_id: int) -> str:
 @bp.post("/tasks/<int:task_id>/calls")
 @workspace.login_required()
 def place(task_id: int) -> Any:
-    user = workspace.current_user()
-    assert user is not None  # login_required
+    user = workspace.require_user()
     wired = workspace.services()
     override_reason = (
         request.form.get("override_reason", "") if request.form.get("override") else None

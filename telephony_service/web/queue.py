@@ -17,7 +17,6 @@ from flask import (
 )
 from werkzeug.wrappers import Response as WerkzeugResponse
 
-from telephony_service.models import User
 from telephony_service.services import queue as queue_service
 from telephony_service.services.queue import BadQueueFilter, QueueFilters, QueuePage
 from telephony_service.web import workspace
@@ -31,24 +30,17 @@ def task_url(task_id: int) -> str:
     return url_for("agent.task", task_id=task_id)
 
 
-def _user() -> User:
-    user = workspace.current_user()
-    if user is None:  # login_required has already sent the browser to /login
-        abort(401)
-    return user
-
-
 def _filters(args: Any) -> QueueFilters:
     try:
         return queue_service.parse_filters(
-            {key: args.getlist(key) for key in args}, role=_user().role
+            {key: args.getlist(key) for key in args}, role=workspace.require_user().role
         )
     except BadQueueFilter as exc:
         abort(400, str(exc))
 
 
 def _page() -> QueuePage:
-    user = _user()
+    user = workspace.require_user()
     try:
         return queue_service.queue_page(
             db(),
@@ -113,7 +105,7 @@ def take_next() -> WerkzeugResponse:
         task = queue_service.take_next(
             db(),
             practice=current_practice(),
-            user=_user(),
+            user=workspace.require_user(),
             now=workspace.services().clock(),
             # Working "my lanes" means taking from them only.
             lanes_only=filters.my_lanes,
