@@ -148,7 +148,7 @@ def open_task(
         task=task,
         contact=task.contact,
         consent=consent_history(session, task.contact_id),
-        timeline=timeline_of(session, task),
+        timeline=timeline_of(session, task, now),
         script=script_for(task, practice=practice, user=user, now=now),
         outcome=outcome_panel(status, clinical=is_clinical(user)),
         call_panel=bridging.call_panel(session, task=task, user=user, practice=practice, now=now),
@@ -186,12 +186,12 @@ def _choice(disposition: Disposition, note_only: bool) -> Choice:
 
 
 def live_task(
-    session: Session, *, practice: Practice, task_id: int
+    session: Session, *, practice: Practice, task_id: int, now: datetime
 ) -> tuple[Task, list[TimelineItem]]:
     """What the page refreshes in the background: the task and its timeline (not audited:
     the page's own poll is not somebody opening the task). Raises TaskNotFound."""
     task = load_task(session, practice.id, task_id)
-    return task, timeline_of(session, task)
+    return task, timeline_of(session, task, now)
 
 
 def consent_history(session: Session, contact_id: int | None) -> list[ConsentChange]:
@@ -206,7 +206,7 @@ def consent_history(session: Session, contact_id: int | None) -> list[ConsentCha
     )
 
 
-def timeline_of(session: Session, task: Task) -> list[TimelineItem]:
+def timeline_of(session: Session, task: Task, now: datetime) -> list[TimelineItem]:
     """The task's history, oldest first: its events, merged with the inbound calls and the
     texts, which have rows of their own (a recording; a delivery status that moves on).
     Click-to-call attempts are on it as the events bridging writes (placed, result)."""
@@ -273,12 +273,27 @@ def timeline_of(session: Session, task: Task) -> list[TimelineItem]:
                     "sent_at": message.sent_at,
                     "not_before": message.not_before,
                     "reason": message.defer_reason,
+                    "delivery": _delivery(message, now),
                 },
             )
         )
     # Stable: entries at the same instant keep the order they were written in.
     items.sort(key=lambda item: item.at)
     return items
+
+
+# Texts that ended without (another) send.
+_NOT_SENT = frozenset({"blocked", "canceled", "failed", "undelivered"})
+
+
+def _delivery(message: Message, now: datetime) -> str:
+    """How the page shows a text's state: deferred (waiting for its time), not_sent, or
+    as Twilio last reported it."""
+    if message.status in ("pending", "unknown") and message.not_before > now:
+        return "deferred"
+    if message.status in _NOT_SENT:
+        return "not_sent"
+    return "reported"
 
 
 def _user_names(session: Session, ids: set[int]) -> dict[int | None, str]:

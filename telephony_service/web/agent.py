@@ -85,7 +85,9 @@ def live(task_id: int) -> Response:
     """Status and timeline, for the page's refresh (every few seconds and after a call)."""
     practice = current_practice()
     try:
-        task, timeline = task_page.live_task(db(), practice=practice, task_id=task_id)
+        task, timeline = task_page.live_task(
+            db(), practice=practice, task_id=task_id, now=workspace.services().clock()
+        )
     except outcomes.TaskNotFound:
         abort(404)
     html = render_template(
