@@ -110,6 +110,8 @@ def test_it_defers_a_text_at_night_and_says_when_it_will_go(
         "Deferred: outside the patient&#39;s texting hours; it will go at Wed 8:00 AM "
         "(patient&#39;s time)"
     ) in html
+    # ... and its row on the timeline says so too.
+    assert 'data-testid="text-status">Deferred until' in html
     [message] = messages(services)
     assert message.status == "pending"
     assert message.not_before == datetime(2026, 11, 18, 13, 0, tzinfo=UTC)
@@ -132,6 +134,7 @@ def test_it_does_not_send_to_a_patient_who_opted_out(
     html = send(browser, task_id, "text_back")
 
     assert "Not sent: the patient opted out of texts" in html
+    assert 'data-testid="text-status">Not sent (blocked)' in html
     [message] = messages(services)
     assert message.status == "blocked"
     run_jobs(services, worker_redis)
