@@ -76,6 +76,7 @@ def relax_commit(session: Session) -> None:
     (the text stays claimed and is reconciled with Twilio's list). The first synchronous
     commit after it flushes it anyway. Saves a disk flush, milliseconds, per job. The
     webhook's insert and a send's claim are never relaxed: those must survive a crash.
+    (The send sets the same in the statement that locks its contact: a round trip less.)
     """
     if session.get_bind().dialect.name == "postgresql":
         # A driver-level string: nothing for SQLAlchemy to build, cache or type.

@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -34,7 +34,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
-from telephony_service.db import locked, relax_commit, table, upsert_insert
+from telephony_service.db import locked, table, upsert_insert
 from telephony_service.domain import compliance
 from telephony_service.domain.phones import display_number, mask_phone
 from telephony_service.domain.statuses import TaskStatus, is_open
@@ -325,15 +325,14 @@ def _send_claimed(
         if contact_id is None:
             return "skipped"
     postgres = _dialect(session) == "postgresql"
-    # Losing this transaction to a crash leaves the text claimed, which reconciliation
-    # settles from Twilio's list; the claim itself was committed durably.
-    relax_commit(session)
     if postgres:
         # Lock order everywhere: contact, then task, then message. The contact stays
         # locked until the outcome is stored: an opt-out waits for this send instead of
         # slipping in between the gate and Twilio, and two texts to one patient go one
-        # after the other, each seeing the other in the caps.
-        contact = locked(session, Contact, contact_id)
+        # after the other, each seeing the other in the caps. The same statement relaxes
+        # this transaction's commit: losing it to a crash leaves the text claimed, which
+        # reconciliation settles from Twilio's list; the claim itself was committed durably.
+        contact = _recipient(session, contact_id, lock=True)
     owned = _own(session, message_id, claimed_at, now)
     if owned is None:
         # Reconciliation took the claim back (this worker stalled past the lease).
@@ -341,12 +340,12 @@ def _send_claimed(
         return "skipped"
     message, task = owned
     if not postgres:
-        contact = session.get_one(Contact, contact_id)
+        contact = _recipient(session, contact_id, lock=False)
     practice = texting_policy(session, message.practice_id)
 
     reason = _cancel_reason(message, contact, task)
     if reason is not None:
-        return _finish(session, message, "canceled", now, reason=reason)
+        return _finish(session, _entity(session, message), "canceled", now, reason=reason)
 
     decision = compliance.evaluate(
         now,
@@ -358,13 +357,13 @@ def _send_claimed(
             state=contact.state,
             opted_out=contact.opted_out_at is not None,
         ),
-        history=contact_history(session, practice, contact, message, now),
+        history=_history(session, practice, contact.id, message.id, now),
         policy=policy_for(practice),
     )
     if isinstance(decision, compliance.Block):
-        return _finish(session, message, "blocked", now, reason=decision.reason)
+        return _finish(session, _entity(session, message), "blocked", now, reason=decision.reason)
     if isinstance(decision, compliance.Defer):
-        return _defer(session, message, decision.until, decision.reason, now)
+        return _defer(session, _entity(session, message), decision.until, decision.reason, now)
 
     sms = OutboundSms(
         to=message.to_number,
@@ -376,7 +375,14 @@ def _send_claimed(
         sent = gateway.send_sms(sms)
     except GatewayError as exc:
         full_task = session.get(Task, message.task_id) if message.task_id is not None else None
-        return _failed_send(session, message, contact, full_task, exc, clock())
+        return _failed_send(
+            session,
+            _entity(session, message),
+            session.get_one(Contact, contact.id, populate_existing=True),
+            full_task,
+            exc,
+            clock(),
+        )
     at = clock()
     # Core statements, not the unit of work: on the send's hot path its flush cost more CPU
     # than the two statements themselves.
@@ -401,13 +407,9 @@ def _send_claimed(
             },
         )
     session.commit()
+    _forget(session, message.id)
     log.info("text %s (%s) sent to %s", message.id, message.purpose, mask_phone(contact.phone))
-    # The session's copy must not go on showing the claim.
-    session.expire(message, _SENT_COLUMNS)
     return "sent"
-
-
-_SENT_COLUMNS = ["message_sid", "status", "sent_at", "updated_at", "defer_reason"]
 
 
 @functools.cache
@@ -445,9 +447,45 @@ class _TaskFacts:
     flag: str | None
 
 
+@dataclass(frozen=True)
+class _Outgoing:
+    """The text being sent, as read (and locked) by the statement that confirms the claim.
+
+    Plain columns, not the mapped row: loading and tracking an ORM object cost the send
+    more CPU than the statement itself. The paths that change the text (cancel, block,
+    defer, failure) load the row then; see `_entity`.
+    """
+
+    id: int
+    practice_id: int
+    task_id: int | None
+    kind: str
+    purpose: str
+    status: str
+    to_number: str
+    from_number: str
+    body: str
+
+
+@dataclass(frozen=True)
+class _Recipient:
+    """What a send checks of its contact."""
+
+    id: int
+    phone: str
+    timezone: str | None
+    state: str | None
+    opted_out_at: datetime | None
+    sms_undeliverable_at: datetime | None
+
+
+_OUTGOING_COLUMNS = tuple(field.name for field in fields(_Outgoing))
+_RECIPIENT_COLUMNS = tuple(field.name for field in fields(_Recipient))
+
+
 def _own(
     session: Session, message_id: int, claimed_at: datetime, now: datetime
-) -> tuple[Message, _TaskFacts | None] | None:
+) -> tuple[_Outgoing, _TaskFacts | None] | None:
     """Lock the text if this job's claim still holds, with what the send checks of its task.
 
     A conditional write, so on SQLite too it takes the write lock: nothing else can change
@@ -461,7 +499,9 @@ def _own(
     ).one_or_none()
     if row is None:
         return None
-    message, status, stopped_at, flag = row
+    count = len(_OUTGOING_COLUMNS)
+    message = _Outgoing(*row[:count])
+    status, stopped_at, flag = row[count:]
     if message.task_id is None or status is None:
         return message, None
     return message, _TaskFacts(status, _aware(stopped_at) if stopped_at else None, flag)
@@ -469,23 +509,54 @@ def _own(
 
 @functools.cache
 def _own_statement() -> Any:
-    # Built once: building and keying it anew costs more CPU than PostgreSQL takes to run it.
-    claimed_at = table(Message).c.claimed_at
+    # Built once, and Core: building and keying it anew, or an ORM UPDATE, costs more CPU
+    # than PostgreSQL takes to run it.
+    messages = table(Message)
+    tasks = table(Task)
+    claimed_at = messages.c.claimed_at
     facts = [
-        select(column).where(Task.id == Message.task_id).correlate(Message).scalar_subquery()
-        for column in (Task.status, Task.cadence_stopped_at, Task.flag)
+        select(column).where(tasks.c.id == messages.c.task_id).scalar_subquery()
+        for column in (tasks.c.status, tasks.c.cadence_stopped_at, tasks.c.flag)
     ]
     return (
-        update(Message)
+        update(messages)
         .where(
-            Message.id == bindparam("message_id"),
-            Message.status == "claimed",
-            Message.claimed_at == bindparam("claim", type_=claimed_at.type),
+            messages.c.id == bindparam("message_id"),
+            messages.c.status == "claimed",
+            messages.c.claimed_at == bindparam("claim", type_=claimed_at.type),
         )
         .values(updated_at=bindparam("now", type_=claimed_at.type))
-        .returning(Message, *facts)
-        .execution_options(populate_existing=True, synchronize_session=False)
+        .returning(*(messages.c[name] for name in _OUTGOING_COLUMNS), *facts)
     )
+
+
+def _recipient(session: Session, contact_id: int, *, lock: bool) -> _Recipient:
+    row = session.execute(_recipient_statement(lock), {"contact_id": contact_id}).one()
+    return _Recipient(*row[: len(_RECIPIENT_COLUMNS)])
+
+
+@functools.cache
+def _recipient_statement(lock: bool) -> Any:
+    contacts = table(Contact)
+    columns: list[Any] = [contacts.c[name] for name in _RECIPIENT_COLUMNS]
+    statement = select(*columns).where(contacts.c.id == bindparam("contact_id"))
+    if not lock:
+        return statement
+    # What relax_commit does, in the lock's own round trip (PostgreSQL only).
+    relax = func.set_config("synchronous_commit", "off", True)
+    return select(*columns, relax).where(contacts.c.id == bindparam("contact_id")).with_for_update()
+
+
+def _entity(session: Session, message: _Outgoing) -> Message:
+    """The text as a mapped row, for the paths that change it (it is locked already)."""
+    return session.get_one(Message, message.id, populate_existing=True)
+
+
+def _forget(session: Session, message_id: int) -> None:
+    """A copy of the text this session loaded earlier must not go on showing the claim."""
+    cached = session.identity_map.get(session.identity_key(Message, message_id))
+    if cached is not None:
+        session.expire(cached)
 
 
 def _fail_claimed(session: Session, message_id: int, claimed_at: datetime, now: datetime) -> None:
@@ -570,7 +641,7 @@ def _claim_statement() -> Any:
     )
 
 
-def _cancel_reason(message: Message, contact: Contact, task: _TaskFacts | None) -> str | None:
+def _cancel_reason(message: _Outgoing, contact: _Recipient, task: _TaskFacts | None) -> str | None:
     if message.kind == "reply":
         return None
     if contact.sms_undeliverable_at is not None:
@@ -621,21 +692,31 @@ def contact_history(
     another send in flight, or one whose answer was lost), and click-to-calls that dialled
     the patient (an agent's own phone ringing out never reached the patient, so it is not
     an attempt). `message` is the text being sent, left out; None when a call asks."""
+    return _history(session, practice, contact.id, message.id if message else None, now)
+
+
+def _history(
+    session: Session,
+    practice: PracticePolicy,
+    contact_id: int,
+    message_id: int | None,
+    now: datetime,
+) -> compliance.History:
     zone = ZoneInfo(practice.timezone)
     midnight = datetime.combine(now.astimezone(zone).date(), time(0), tzinfo=zone)
     day_ago = now - timedelta(days=1)
     params = {
-        "contact_id": contact.id,
+        "contact_id": contact_id,
         "practice_id": practice.id,
         "midnight": midnight,
         "week_ago": now - timedelta(days=7),
         "day_ago": day_ago,
     }
-    if message is not None:
-        params["message_id"] = message.id
+    if message_id is not None:
+        params["message_id"] = message_id
     # One statement for every count the caps take: a round trip each was most of a send's
     # database time.
-    rows = session.execute(_history_statement(message is not None), params).all()
+    rows = session.execute(_history_statement(message_id is not None), params).all()
     sent_today = 0
     attempts: list[datetime] = []
     automated: list[datetime] = []

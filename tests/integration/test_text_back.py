@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 from flask.testing import FlaskClient
 from redis import Redis
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from telephony_service.models import ConsentChange, Contact, Message
 from telephony_service.services import delivery
@@ -514,3 +514,67 @@ def test_it_settles_an_unknown_send_from_an_early_status_callback(
 
     [message] = messages(services)
     assert (message.message_sid, message.status) == (sid, "sent")
+
+
+def test_it_waits_for_the_disk_for_the_claim_but_not_for_the_answer(
+    services: Services, twilio_messages: FakeMessages
+) -> None:
+    """The claim must survive a crash (it stops a second send); storing Twilio's answer
+    need not (a claimed text is reconciled from Twilio's list)."""
+    message_id = _pending_text(services)
+    # SQLite (development) has no such setting: only the claim's visibility is checked.
+    postgres = services.engine.dialect.name == "postgresql"
+    seen: dict[str, str] = {}
+    with services.session() as session:
+
+        def look() -> None:
+            # During the send: the claim is committed, and the send's own transaction
+            # (which stores the answer) holds the contact's lock.
+            with services.engine.connect() as other:
+                # A plain read (SQLite: no BEGIN IMMEDIATE, which would wait for the send).
+                other = other.execution_options(isolation_level="AUTOCOMMIT")
+                seen["claim"] = other.execute(
+                    select(Message.status).where(Message.id == message_id)
+                ).scalar_one()
+            if postgres:
+                seen["send"] = session.execute(text("SHOW synchronous_commit")).scalar_one()
+
+        twilio_messages.on_create = look
+        assert (
+            delivery.send_message(
+                session,
+                services.gateway,
+                message_id,
+                clock=services.clock,
+                settings=services.send_settings,
+            )
+            == "sent"
+        )
+        if not postgres:
+            assert seen == {"claim": "claimed"}
+            return
+        assert seen == {"claim": "claimed", "send": "off"}
+        # Outside the send's transaction the server's default holds again.
+        assert session.execute(text("SHOW synchronous_commit")).scalar_one() == "on"
+
+
+def test_it_refreshes_a_copy_of_the_text_the_session_already_held(
+    services: Services, twilio_messages: FakeMessages
+) -> None:
+    message_id = _pending_text(services)
+    with services.session() as session:
+        before = session.get_one(Message, message_id)
+        assert before.status == "pending"
+        session.commit()  # the copy stays in the session (expire_on_commit is off)
+        assert (
+            delivery.send_message(
+                session,
+                services.gateway,
+                message_id,
+                clock=services.clock,
+                settings=services.send_settings,
+            )
+            == "sent"
+        )
+        assert before.status == "queued"
+        assert before.message_sid == twilio_messages.sent[0].sid
