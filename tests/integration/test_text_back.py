@@ -9,7 +9,7 @@ from flask.testing import FlaskClient
 from redis import Redis
 from sqlalchemy import select, text
 
-from telephony_service.models import ConsentChange, Contact, Message
+from telephony_service.models import ConsentChange, Contact, Message, TaskEvent
 from telephony_service.services import delivery
 from telephony_service.wiring import Services
 from tests.conftest import FakeClock
@@ -60,6 +60,13 @@ def test_it_texts_back_once_after_a_missed_call(
     )
     [task] = tasks_of(services)
     assert "text_sent" in timeline_kinds(services, task.id)
+    with services.session() as session:
+        [line] = session.scalars(
+            select(TaskEvent).where(TaskEvent.task_id == task.id, TaskEvent.kind == "text_sent")
+        ).all()
+        assert line.data == {"message_id": message.id, "purpose": "text_back"}
+        assert line.at == message.sent_at
+        assert line.text is None
 
 
 def test_it_never_texts_back_twice_for_merged_calls(
