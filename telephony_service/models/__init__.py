@@ -537,6 +537,23 @@ class SenderSlot(Base):
     next_at: Mapped[utc]
 
 
+class PracticeSendCount(Base):
+    """Texts (not replies) a practice had accepted by Twilio on one day of its own calendar.
+
+    The daily send cap reads this one row: counting the day's texts instead grew with the
+    practice's volume (a millisecond per send at two thousand texts a day). Whoever sets a
+    text's sent_at adds it here, in the same transaction (see delivery.count_sent).
+    """
+
+    __tablename__ = "practice_send_counts"
+
+    practice_id: Mapped[int] = mapped_column(
+        ForeignKey("practices.id", ondelete="CASCADE"), primary_key=True
+    )
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    sent: Mapped[int] = mapped_column(Integer)
+
+
 class Link(Base):
     """A scheduling link sent in a text. Only a hash of the token is kept; the URL holds no PHI."""
 

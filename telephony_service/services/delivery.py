@@ -13,7 +13,7 @@ import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, fields
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -34,7 +34,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
-from telephony_service.db import locked, table, upsert_insert
+from telephony_service.db import dialect_insert, locked, table, upsert_insert
 from telephony_service.domain import compliance
 from telephony_service.domain.phones import display_number, mask_phone
 from telephony_service.domain.statuses import TaskStatus, is_open
@@ -44,6 +44,7 @@ from telephony_service.models import (
     Contact,
     Message,
     Practice,
+    PracticeSendCount,
     SenderSlot,
     Task,
     TaskEvent,
@@ -393,11 +394,21 @@ def _send_claimed(
         "at": at,
         "data": {"message_id": message.id, "purpose": message.purpose},
     }
+    counted = message.kind != "reply"
+    if counted:
+        # Not "practice_id": an UPDATE takes a parameter named like a column as a new value.
+        outcome |= {
+            "counted_practice": message.practice_id,
+            "counted_day": _local_day(practice, at),
+        }
     if postgres:
-        # One round trip: the text's answer, and its line on the task's timeline.
-        session.execute(_sent_and_logged_statement(), outcome)
+        # One round trip: the text's answer, the practice's count of the day (taken last:
+        # its row lock is held only until the commit right after) and the task's timeline.
+        session.execute(_sent_and_logged_statement(counted), outcome)
     else:
         session.execute(_sent_statement(), outcome)
+        if counted:
+            session.execute(_count_statement(postgres=False), outcome)
         if task is not None:
             session.execute(
                 _timeline_insert(),
@@ -428,9 +439,10 @@ def _sent_statement() -> Any:
 
 
 @functools.cache
-def _sent_and_logged_statement() -> Any:
-    """_sent_statement and the task's "text_sent" line in one statement (PostgreSQL: a
-    data-modifying WITH; a text without a task logs nothing)."""
+def _sent_and_logged_statement(counted: bool) -> Any:
+    """_sent_statement, the practice's count of the day (if `counted`) and the task's
+    "text_sent" line in one statement (PostgreSQL: data-modifying WITHs; a text without a
+    task logs nothing)."""
     sent = _sent_statement().returning(table(Message).c.task_id).cte("sent")
     events = table(TaskEvent)
     line = select(
@@ -439,7 +451,41 @@ def _sent_and_logged_statement() -> Any:
         literal("text_sent"),
         bindparam("data", type_=events.c.data.type),
     ).where(sent.c.task_id.is_not(None))
-    return insert(events).from_select(["task_id", "at", "kind", "data"], line)
+    statement = insert(events).from_select(["task_id", "at", "kind", "data"], line)
+    if counted:
+        statement = statement.add_cte(_count_statement(postgres=True).cte("counted"))
+    return statement
+
+
+def count_sent(session: Session, message: Message, at: datetime) -> None:
+    """Add a text Twilio accepted to its practice's count of the day (the daily cap's).
+
+    For every writer of a text's sent_at other than the send itself, which counts in its
+    own statement: a reconciliation that finds the text, a callback that beat the answer.
+    """
+    if message.kind == "reply":
+        return
+    practice = texting_policy(session, message.practice_id)
+    session.execute(
+        _count_statement(postgres=_dialect(session) == "postgresql"),
+        {"counted_practice": message.practice_id, "counted_day": _local_day(practice, at)},
+    )
+
+
+def _local_day(practice: PracticePolicy, at: datetime) -> date:
+    return at.astimezone(ZoneInfo(practice.timezone)).date()
+
+
+@functools.cache
+def _count_statement(*, postgres: bool) -> Any:
+    counts = table(PracticeSendCount)
+    statement = dialect_insert("postgresql" if postgres else "sqlite")(counts).values(
+        practice_id=bindparam("counted_practice"), day=bindparam("counted_day"), sent=1
+    )
+    return statement.on_conflict_do_update(
+        index_elements=[counts.c.practice_id, counts.c.day],
+        set_={"sent": counts.c.sent + 1},
+    )
 
 
 @functools.cache
@@ -715,13 +761,11 @@ def _history(
     message_id: int | None,
     now: datetime,
 ) -> compliance.History:
-    zone = ZoneInfo(practice.timezone)
-    midnight = datetime.combine(now.astimezone(zone).date(), time(0), tzinfo=zone)
     day_ago = now - timedelta(days=1)
     params = {
         "contact_id": contact_id,
         "practice_id": practice.id,
-        "midnight": midnight,
+        "day": _local_day(practice, now),
         "week_ago": now - timedelta(days=7),
         "day_ago": day_ago,
     }
@@ -763,16 +807,15 @@ def _history_statement(leave_out_message: bool) -> Any:
     attempts = table(CallAttempt)
     stamp = messages.c.sent_at.type
     when = func.coalesce(messages.c.sent_at, messages.c.claimed_at)
+    counts = table(PracticeSendCount)
     sent_today = (
-        select(func.count(messages.c.id))
-        .where(
-            messages.c.practice_id == bindparam("practice_id"),
-            messages.c.sent_at >= bindparam("midnight", type_=stamp),
-            messages.c.kind != "reply",
-        )
+        select(counts.c.sent)
+        .where(counts.c.practice_id == bindparam("practice_id"), counts.c.day == bindparam("day"))
         .scalar_subquery()
     )
-    today = select(sent_today, type_coerce(null(), stamp), type_coerce(null(), String()))
+    today = select(
+        func.coalesce(sent_today, 0), type_coerce(null(), stamp), type_coerce(null(), String())
+    )
     texts = select(null(), when, messages.c.kind).where(
         messages.c.contact_id == bindparam("contact_id"),
         when.is_not(None),
@@ -970,7 +1013,9 @@ def apply_status(session: Session, params: dict[str, Any], at: datetime) -> None
         # The callback beat our own record of the send (or the send's answer was lost):
         # either way Twilio has it, which settles an unknown outcome.
         message.message_sid = sid
-        message.sent_at = message.sent_at or at
+        if message.sent_at is None:
+            message.sent_at = at
+            count_sent(session, message, at)
     message.status = _forward(message.status, reported)
     message.updated_at = at
     code = int_or_none(params.get("ErrorCode"))
@@ -1035,6 +1080,7 @@ def reconcile_message(
             message.status = _forward("queued", record.status)
             message.sent_at = record.date_created or claimed
             message.updated_at = now
+            count_sent(session, message, message.sent_at)
             session.commit()
             log.info("text %s: found at the provider, not resent", message_id)
             return "found"
@@ -1116,6 +1162,7 @@ __all__ = [
     "SendSettings",
     "apply_status",
     "claim_due",
+    "count_sent",
     "queue_text",
     "reconcile_message",
     "send_message",

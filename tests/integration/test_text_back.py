@@ -9,7 +9,13 @@ from flask.testing import FlaskClient
 from redis import Redis
 from sqlalchemy import select, text
 
-from telephony_service.models import ConsentChange, Contact, Message, TaskEvent
+from telephony_service.models import (
+    ConsentChange,
+    Contact,
+    Message,
+    PracticeSendCount,
+    TaskEvent,
+)
 from telephony_service.services import delivery
 from telephony_service.wiring import Services
 from tests.conftest import FakeClock
@@ -167,6 +173,13 @@ def test_it_reconciles_a_timeout_instead_of_resending(
     [message] = messages(services)
     assert message.message_sid == twilio_messages.sent[0].sid
     assert message.status == "queued"
+    # Found at Twilio: it counts against the practice's day, once.
+    assert _sent_today(services) == 1
+
+
+def _sent_today(services: Services) -> int:
+    with services.session() as session:
+        return sum(session.scalars(select(PracticeSendCount.sent)))
 
 
 def test_it_resends_a_timeout_twilio_never_accepted(
@@ -521,6 +534,11 @@ def test_it_settles_an_unknown_send_from_an_early_status_callback(
 
     [message] = messages(services)
     assert (message.message_sid, message.status) == (sid, "sent")
+    assert _sent_today(services) == 1
+    params["MessageStatus"] = "delivered"
+    assert post_twilio(client, f"/twilio/sms/status?m={message_id}", params).status_code == 200
+    run_jobs(services, services.redis)
+    assert _sent_today(services) == 1
 
 
 def test_it_waits_for_the_disk_for_the_claim_but_not_for_the_answer(

@@ -1,0 +1,118 @@
+"""The practice's daily send cap, counted per day of the practice's own calendar."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import select
+
+from telephony_service.models import Message, Practice, PracticeSendCount
+from telephony_service.services import delivery, followups, intake
+from telephony_service.services.practices import set_daily_send_cap
+from telephony_service.wiring import Services
+from tests.conftest import FakeClock
+from tests.helpers import ANA, BEN, HARBOR_NUMBER, make_practice
+from tests.sms_support import FakeMessages
+
+CARA = "+12025550199"  # a third patient, also in Washington
+DREW = "+14155550123"  # a patient in San Francisco
+
+
+def _text_for(services: Services, practice_id: int, caller: str) -> int:
+    """A text-back due now for a new missed-call task from `caller`."""
+    with services.session() as session:
+        practice = session.get_one(Practice, practice_id)
+        contact = intake._lock_contact(session, practice.id, caller, services.clock())
+        task = intake._new_task(
+            session,
+            practice,
+            contact,
+            category=intake.Category.MISSED_CALL,
+            source="phone",
+            at=services.clock(),
+        )
+        outcome = followups.start(
+            session,
+            practice,
+            task,
+            contact,
+            now=services.clock(),
+            base_url=services.settings.public_base_url,
+        )
+        session.commit()
+        [message_id] = outcome.messages
+        return message_id
+
+
+def _send(services: Services, message_id: int) -> str:
+    with services.session() as session:
+        return delivery.send_message(
+            session,
+            services.gateway,
+            message_id,
+            clock=services.clock,
+            settings=services.send_settings,
+        )
+
+
+def _counts(services: Services, practice_id: int) -> dict[date, int]:
+    with services.session() as session:
+        rows = session.scalars(
+            select(PracticeSendCount).where(PracticeSendCount.practice_id == practice_id)
+        )
+        return {row.day: row.sent for row in rows}
+
+
+def test_it_defers_texts_over_the_daily_cap_to_the_practices_next_day(
+    services: Services, twilio_messages: FakeMessages, clock: FakeClock
+) -> None:
+    practice = make_practice(services)
+    with services.session() as session:
+        set_daily_send_cap(session, practice.id, 2)
+        session.commit()
+    first, second, third = (_text_for(services, practice.id, who) for who in (ANA, BEN, CARA))
+
+    assert [_send(services, first), _send(services, second)] == ["sent", "sent"]
+    assert _send(services, third) == "deferred"
+    with services.session() as session:
+        held = session.get_one(Message, third)
+        assert held.status == "pending"
+        assert held.defer_reason is not None
+        assert "daily send cap reached (2 texts a day)" in held.defer_reason
+        # Not before midnight in New York, the practice's zone (then the patient's window).
+        new_york = ZoneInfo("America/New_York")
+        assert held.not_before.astimezone(new_york).date() == date(2026, 11, 18)
+        due = held.not_before
+    assert len(twilio_messages.sent) == 2
+    assert _counts(services, practice.id) == {date(2026, 11, 17): 2}
+
+    clock.now = due
+    assert _send(services, third) == "sent"
+    assert _counts(services, practice.id) == {date(2026, 11, 17): 2, date(2026, 11, 18): 1}
+
+
+def test_it_counts_a_text_on_the_practices_day_not_utcs(
+    services: Services, twilio_messages: FakeMessages, clock: FakeClock
+) -> None:
+    # 02:00 UTC on the 18th is 18:00 on the 17th in San Francisco.
+    clock.now = datetime(2026, 11, 18, 2, 0, tzinfo=UTC)
+    practice = make_practice(
+        services, name="Harbor Pediatrics", number=HARBOR_NUMBER, timezone="America/Los_Angeles"
+    )
+    assert _send(services, _text_for(services, practice.id, DREW)) == "sent"
+    assert _counts(services, practice.id) == {date(2026, 11, 17): 1}
+
+
+def test_it_keeps_each_practices_count_apart(
+    services: Services, twilio_messages: FakeMessages, clock: FakeClock
+) -> None:
+    riverside = make_practice(services)
+    harbor = make_practice(
+        services, name="Harbor Pediatrics", number=HARBOR_NUMBER, timezone="America/New_York"
+    )
+    assert _send(services, _text_for(services, riverside.id, ANA)) == "sent"
+    assert _send(services, _text_for(services, harbor.id, BEN)) == "sent"
+    assert _send(services, _text_for(services, harbor.id, CARA)) == "sent"
+    assert _counts(services, riverside.id) == {date(2026, 11, 17): 1}
+    assert _counts(services, harbor.id) == {date(2026, 11, 17): 2}
