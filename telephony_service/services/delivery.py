@@ -34,7 +34,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
-from telephony_service.db import dialect_insert, locked, table, upsert_insert
+from telephony_service.db import autocommitted_row, dialect_insert, locked, table, upsert_insert
 from telephony_service.domain import compliance
 from telephony_service.domain.phones import display_number, mask_phone
 from telephony_service.domain.statuses import TaskStatus, is_open
@@ -676,12 +676,23 @@ def _claim(session: Session, message_id: int, now: datetime) -> int | None:
     a silent pending one that would be sent again. Returns the text's contact id."""
     bind = session.get_bind()
     engine = bind if isinstance(bind, Engine) else bind.engine
+    if engine.dialect.name == "postgresql":
+        row = autocommitted_row(engine, _RAW_CLAIM, (now, now, message_id, now))
+        return None if row is None else int(row[0])
     with engine.connect() as connection:
         autocommit = connection.execution_options(isolation_level="AUTOCOMMIT")
         contact_id = autocommit.execute(
             _claim_statement(), {"message_id": message_id, "now": now}
         ).scalar()
     return None if contact_id is None else int(contact_id)
+
+
+# _claim_statement as PostgreSQL runs it, for the driver itself (see autocommitted_row).
+_RAW_CLAIM = (
+    "UPDATE messages SET status = 'claimed', claimed_at = %s, tries = tries + 1, "
+    "updated_at = %s WHERE id = %s AND status = 'pending' AND not_before <= %s "
+    "RETURNING contact_id"
+)
 
 
 @functools.cache

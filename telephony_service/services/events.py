@@ -6,12 +6,13 @@ import functools
 from datetime import datetime, timedelta
 from typing import Any
 
+from psycopg.types.json import Jsonb
 from sqlalchemy import Engine, Insert, Update, and_, bindparam, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from telephony_service.db import relax_commit, table
+from telephony_service.db import autocommitted_row, relax_commit, table
 from telephony_service.gateways.base import redact
 from telephony_service.models import WebhookEvent
 from telephony_service.services import intake
@@ -44,8 +45,12 @@ def record_event(
     """Store an event; None if (kind, sid) was already stored (a Twilio retry).
 
     One autocommitted INSERT: a single round trip, durable when it returns (the commit is
-    the statement's own). Core, not the ORM: this runs on every webhook.
+    the statement's own). On PostgreSQL straight through the driver, elsewhere Core: this
+    runs on every webhook.
     """
+    if engine.dialect.name == "postgresql":
+        row = autocommitted_row(engine, _RAW_INSERT, (kind, sid, Jsonb(params), now))
+        return None if row is None else int(row[0])
     values = {"kind": kind, "sid": sid, "params": params, "received_at": now, "attempts": 0}
     try:
         return _insert_once(engine, values)
@@ -56,6 +61,13 @@ def record_event(
         if not exc.connection_invalidated:
             raise
         return _insert_once(engine, values)
+
+
+# _insert's statement as PostgreSQL runs it, for the driver itself (see autocommitted_row).
+_RAW_INSERT = (
+    "INSERT INTO webhook_events (kind, sid, params, received_at, attempts) "
+    "VALUES (%s, %s, %s, %s, 0) ON CONFLICT (kind, sid) DO NOTHING RETURNING id"
+)
 
 
 def _insert_once(engine: Engine, values: dict[str, Any]) -> int | None:
