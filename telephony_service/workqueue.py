@@ -94,11 +94,18 @@ class WorkQueue:
         return self._enqueue(FOLLOWUP_JOB, followup_id, followup_job_id(followup_id))
 
     def enqueue_events(self, event_ids: Sequence[int], *, receipt: bool = False) -> bool:
-        """One job for events that arrived together."""
+        """One job for events that arrived together (the dispatcher's hand-off).
+
+        Not checked for uniqueness: the dispatcher hands each event over once, so its job
+        id never repeats, and the check (a Lua script and a round trip of its own) costs a
+        third of an enqueue. The relay's re-enqueue of an event is checked, and finds a
+        single event's job still waiting under the same id.
+        """
         if len(event_ids) == 1:
-            return self.enqueue_event(event_ids[0], receipt=receipt)
-        # Not checked for uniqueness: a batch is formed once, so its id never repeats, and
-        # the check (a Lua script) costs a third of an enqueue.
+            [event_id] = event_ids
+            return self._enqueue(
+                EVENT_JOB, event_id, event_job_id(event_id), unique=False, receipt=receipt
+            )
         return self._enqueue(
             EVENTS_JOB, list(event_ids), events_job_id(event_ids), unique=False, receipt=receipt
         )
