@@ -147,7 +147,8 @@ class TwilioGateway:
                 status_callback=sms.status_callback,
             ),
         )
-        log.info("sms %s to %s: %s", message.sid, mask_phone(sms.to), message.status)
+        # The outbox logs the send at INFO with its own id (one line a text is plenty).
+        log.debug("sms %s to %s: %s", message.sid, mask_phone(sms.to), message.status)
         return SentMessage(sid=str(message.sid), status=str(message.status))
 
     def place_call(self, call: OutboundCall) -> PlacedCall:

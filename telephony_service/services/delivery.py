@@ -417,7 +417,14 @@ def _send_claimed(
             )
     session.commit()
     _forget(session, message.id)
-    log.info("text %s (%s) sent to %s", message.id, message.purpose, mask_phone(contact.phone))
+    log.info(
+        "text %s (%s) sent to %s: %s %s",
+        message.id,
+        message.purpose,
+        mask_phone(contact.phone),
+        sent.sid,
+        sent.status,
+    )
     return "sent"
 
 
