@@ -20,6 +20,7 @@ import pytest
 import requests
 import responses
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from telephony_service.models import Message
 from telephony_service.wiring import Services
@@ -140,3 +141,45 @@ def twilio_messages(clock: FakeClock) -> Iterator[FakeMessages]:
 def messages(services: Services) -> list[Message]:
     with services.session() as session:
         return list(session.scalars(select(Message).order_by(Message.id)))
+
+
+def text_back_due(services: Services, practice_id: int, caller: str) -> int:
+    """A text-back due now for a new missed-call task from `caller`, not yet sent."""
+    from telephony_service.models import Practice
+    from telephony_service.services import followups, intake
+
+    with services.session() as session:
+        practice = session.get_one(Practice, practice_id)
+        contact = intake._lock_contact(session, practice.id, caller, services.clock())
+        task = intake._new_task(
+            session,
+            practice,
+            contact,
+            category=intake.Category.MISSED_CALL,
+            source="phone",
+            at=services.clock(),
+        )
+        outcome = followups.start(
+            session,
+            practice,
+            task,
+            contact,
+            now=services.clock(),
+            base_url=services.settings.public_base_url,
+        )
+        session.commit()
+        [message_id] = outcome.messages
+        return message_id
+
+
+def send_in(session: Session, services: Services, message_id: int) -> str:
+    """A send job's work, in a session the test holds."""
+    from telephony_service.services import delivery
+
+    return delivery.send_message(
+        session,
+        services.gateway,
+        message_id,
+        clock=services.clock,
+        settings=services.send_settings,
+    )

@@ -7,53 +7,20 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 
-from telephony_service.models import Message, Practice, PracticeSendCount
-from telephony_service.services import delivery, followups, intake
+from telephony_service.models import Message, PracticeSendCount
 from telephony_service.services.practices import set_daily_send_cap
 from telephony_service.wiring import Services
 from tests.conftest import FakeClock
 from tests.helpers import ANA, BEN, HARBOR_NUMBER, make_practice
-from tests.sms_support import FakeMessages
+from tests.sms_support import FakeMessages, send_in, text_back_due
 
 CARA = "+12025550199"  # a third patient, also in Washington
 DREW = "+14155550123"  # a patient in San Francisco
 
 
-def _text_for(services: Services, practice_id: int, caller: str) -> int:
-    """A text-back due now for a new missed-call task from `caller`."""
-    with services.session() as session:
-        practice = session.get_one(Practice, practice_id)
-        contact = intake._lock_contact(session, practice.id, caller, services.clock())
-        task = intake._new_task(
-            session,
-            practice,
-            contact,
-            category=intake.Category.MISSED_CALL,
-            source="phone",
-            at=services.clock(),
-        )
-        outcome = followups.start(
-            session,
-            practice,
-            task,
-            contact,
-            now=services.clock(),
-            base_url=services.settings.public_base_url,
-        )
-        session.commit()
-        [message_id] = outcome.messages
-        return message_id
-
-
 def _send(services: Services, message_id: int) -> str:
     with services.session() as session:
-        return delivery.send_message(
-            session,
-            services.gateway,
-            message_id,
-            clock=services.clock,
-            settings=services.send_settings,
-        )
+        return send_in(session, services, message_id)
 
 
 def _counts(services: Services, practice_id: int) -> dict[date, int]:
@@ -71,7 +38,7 @@ def test_it_defers_texts_over_the_daily_cap_to_the_practices_next_day(
     with services.session() as session:
         set_daily_send_cap(session, practice.id, 2)
         session.commit()
-    first, second, third = (_text_for(services, practice.id, who) for who in (ANA, BEN, CARA))
+    first, second, third = (text_back_due(services, practice.id, who) for who in (ANA, BEN, CARA))
 
     assert [_send(services, first), _send(services, second)] == ["sent", "sent"]
     assert _send(services, third) == "deferred"
@@ -100,7 +67,7 @@ def test_it_counts_a_text_on_the_practices_day_not_utcs(
     practice = make_practice(
         services, name="Harbor Pediatrics", number=HARBOR_NUMBER, timezone="America/Los_Angeles"
     )
-    assert _send(services, _text_for(services, practice.id, DREW)) == "sent"
+    assert _send(services, text_back_due(services, practice.id, DREW)) == "sent"
     assert _counts(services, practice.id) == {date(2026, 11, 17): 1}
 
 
@@ -111,8 +78,8 @@ def test_it_keeps_each_practices_count_apart(
     harbor = make_practice(
         services, name="Harbor Pediatrics", number=HARBOR_NUMBER, timezone="America/New_York"
     )
-    assert _send(services, _text_for(services, riverside.id, ANA)) == "sent"
-    assert _send(services, _text_for(services, harbor.id, BEN)) == "sent"
-    assert _send(services, _text_for(services, harbor.id, CARA)) == "sent"
+    assert _send(services, text_back_due(services, riverside.id, ANA)) == "sent"
+    assert _send(services, text_back_due(services, harbor.id, BEN)) == "sent"
+    assert _send(services, text_back_due(services, harbor.id, CARA)) == "sent"
     assert _counts(services, riverside.id) == {date(2026, 11, 17): 1}
     assert _counts(services, harbor.id) == {date(2026, 11, 17): 2}

@@ -30,19 +30,13 @@ from tests.helpers import (
     tasks_of,
     timeline_kinds,
 )
-from tests.sms_support import FakeMessages, messages
+from tests.sms_support import FakeMessages, messages, send_in, text_back_due
 from workers.scheduler import schedule_once
 
 
 def _send(services: Services, message_id: int) -> str:
     with services.session() as session:
-        return delivery.send_message(
-            session,
-            services.gateway,
-            message_id,
-            clock=services.clock,
-            settings=services.send_settings,
-        )
+        return send_in(session, services, message_id)
 
 
 def test_it_texts_back_once_after_a_missed_call(
@@ -304,35 +298,10 @@ def test_it_rechecks_the_gate_after_a_long_deferral(
 
 def _pending_text(services: Services, caller: str = BEN) -> int:
     """A text-back due now for a new missed-call task, not yet sent."""
-    make_practice(services)
-    from telephony_service.services import followups, intake
-
+    practice = make_practice(services)
     with services.session() as session:
-        practice_id = session.scalar(select(Message.practice_id))  # none yet
-        assert practice_id is None
-        from telephony_service.models import Practice
-
-        practice = session.scalars(select(Practice)).one()
-        contact = intake._lock_contact(session, practice.id, caller, services.clock())
-        task = intake._new_task(
-            session,
-            practice,
-            contact,
-            category=intake.Category.MISSED_CALL,
-            source="phone",
-            at=services.clock(),
-        )
-        outcome = followups.start(
-            session,
-            practice,
-            task,
-            contact,
-            now=services.clock(),
-            base_url=services.settings.public_base_url,
-        )
-        session.commit()
-        [message_id] = outcome.messages
-        return message_id
+        assert session.scalar(select(Message.practice_id)) is None  # none yet
+    return text_back_due(services, practice.id, caller)
 
 
 def test_it_lists_the_text_back_on_the_task_resource(
@@ -565,16 +534,7 @@ def test_it_waits_for_the_disk_for_the_claim_but_not_for_the_answer(
                 seen["send"] = session.execute(text("SHOW synchronous_commit")).scalar_one()
 
         twilio_messages.on_create = look
-        assert (
-            delivery.send_message(
-                session,
-                services.gateway,
-                message_id,
-                clock=services.clock,
-                settings=services.send_settings,
-            )
-            == "sent"
-        )
+        assert send_in(session, services, message_id) == "sent"
         if not postgres:
             assert seen == {"claim": "claimed"}
             return
@@ -591,15 +551,6 @@ def test_it_refreshes_a_copy_of_the_text_the_session_already_held(
         before = session.get_one(Message, message_id)
         assert before.status == "pending"
         session.commit()  # the copy stays in the session (expire_on_commit is off)
-        assert (
-            delivery.send_message(
-                session,
-                services.gateway,
-                message_id,
-                clock=services.clock,
-                settings=services.send_settings,
-            )
-            == "sent"
-        )
+        assert send_in(session, services, message_id) == "sent"
         assert before.status == "queued"
         assert before.message_sid == twilio_messages.sent[0].sid
