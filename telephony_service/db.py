@@ -94,21 +94,28 @@ def autocommitted_row(engine: Engine, sql: str, params: Sequence[Any]) -> tuple[
     A connection the server dropped (restart, failover) is discarded and the statement
     tried once more on a fresh one, so the caller's one-shot write is not lost.
     """
+    if engine.dialect.name != "postgresql":
+        raise ValueError("autocommitted_row speaks psycopg: PostgreSQL only")
     for attempt in (1, 2):
         pooled = engine.raw_connection()
+        connection = pooled.driver_connection
+        assert connection is not None
         try:
-            connection = pooled.driver_connection
-            assert connection is not None
+            connection.autocommit = True
             try:
-                connection.autocommit = True
                 row: tuple[Any, ...] | None = connection.execute(sql, params).fetchone()
-                connection.autocommit = False
                 return row
-            except psycopg.OperationalError:
-                if not connection.broken or attempt == 2:
-                    raise
-                pooled.invalidate()
+            finally:
+                # Whatever happened, the pool gets back a connection that opens
+                # transactions again (a failed autocommitted statement leaves none open).
+                if not connection.broken:
+                    connection.autocommit = False
+        except psycopg.OperationalError:
+            if not connection.broken or attempt == 2:
+                raise
         finally:
+            if connection.broken:
+                pooled.invalidate()
             pooled.close()
     raise AssertionError("unreachable")
 

@@ -412,8 +412,13 @@ def _send_claimed(
         if task is not None:
             session.execute(
                 _timeline_insert(),
-                {"task_id": message.task_id, "at": at, "kind": "text_sent", "text": None}
-                | {"data": outcome["data"]},
+                {
+                    "task_id": message.task_id,
+                    "at": at,
+                    "kind": "text_sent",
+                    "text": None,
+                    "data": outcome["data"],
+                },
             )
     session.commit()
     _forget(session, message.id)
