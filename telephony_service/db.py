@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Hashable, Sequence
+from datetime import datetime
 from typing import Any, TypeVar, cast
 
 import psycopg
@@ -96,6 +97,10 @@ def autocommitted_row(engine: Engine, sql: str, params: Sequence[Any]) -> tuple[
     """
     if engine.dialect.name != "postgresql":
         raise ValueError("autocommitted_row speaks psycopg: PostgreSQL only")
+    # What the models' UTC column type would refuse: PostgreSQL reads a naive time as its
+    # own zone's.
+    if any(isinstance(value, datetime) and value.tzinfo is None for value in params):
+        raise ValueError("naive datetime given to a UTC column")
     for attempt in (1, 2):
         pooled = engine.raw_connection()
         connection = pooled.driver_connection

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import psycopg
 import pytest
 from sqlalchemy import text
@@ -27,6 +29,8 @@ def test_it_commits_the_statement_and_hands_the_connection_back_transactional(
         )
         with pytest.raises(psycopg.errors.DivisionByZero):
             autocommitted_row(engine, "SELECT 1 / %s", (0,))
+        with pytest.raises(ValueError, match="naive"):
+            autocommitted_row(engine, "SELECT %s", (datetime(2026, 11, 28, 9, 0),))
         with engine.connect() as connection:
             # Committed, and the connection is back to opening transactions.
             assert connection.execute(text("SELECT n FROM scratch")).scalar_one() == 7
