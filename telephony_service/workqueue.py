@@ -159,9 +159,16 @@ class Dispatcher:
     """
 
     MAX_BATCH = 50
+    # Under load (the previous hand-off ended moments ago), wait this long for more events
+    # before enqueueing: a job carries more of them, and each enqueue (about 150 us of CPU
+    # in the web process) serves more webhooks. An event arriving after a quiet moment is
+    # handed over at once, so a lone missed call's text-back never waits for this.
+    LINGER = 0.002
 
-    def __init__(self, work: WorkQueue) -> None:
+    def __init__(self, work: WorkQueue, *, linger: float = LINGER) -> None:
         self.work = work
+        self.linger = linger
+        self._last_handoff = 0.0
         self._pending: deque[int] = deque()
         self._receipts: deque[int] = deque()
         self._cond = threading.Condition()
@@ -208,6 +215,13 @@ class Dispatcher:
                         self._thread = None
                         return
                     self._cond.wait()
+                if time.monotonic() - self._last_handoff < self.linger and not self._closed:
+                    deadline = time.monotonic() + self.linger
+                    while len(self._pending) < self.MAX_BATCH and not self._closed:
+                        remaining = deadline - time.monotonic()
+                        if remaining <= 0:
+                            break
+                        self._cond.wait(remaining)
                 receipt = not self._pending
                 lane = self._receipts if receipt else self._pending
                 count = min(len(lane), self.MAX_BATCH)
@@ -220,4 +234,5 @@ class Dispatcher:
             finally:
                 with self._cond:
                     self._busy = False
+                    self._last_handoff = time.monotonic()
                     self._cond.notify_all()
