@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Mapping
 from datetime import datetime
 from typing import Any, TypeVar, cast
 
@@ -19,7 +19,9 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.sql.elements import ClauseElement
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
@@ -85,22 +87,27 @@ def relax_commit(session: Session) -> None:
         session.connection().exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
 
 
-def autocommitted_row(engine: Engine, sql: str, params: Sequence[Any]) -> tuple[Any, ...] | None:
-    """One PostgreSQL statement, committed on its own, run by psycopg on a pooled connection;
-    its first row, if any.
+def autocommitted_row(
+    engine: Engine, statement: ClauseElement, params: Mapping[str, Any]
+) -> tuple[Any, ...] | None:
+    """One statement (built with SQLAlchemy, compiled once), committed on its own and run
+    by psycopg on a pooled PostgreSQL connection; its first row, if any.
 
     For the statements on every webhook and send: SQLAlchemy's connection, execution
     context and result cost more CPU than the round trip (about 40 us of the status
-    webhook's). The connection goes back to the pool as it came (not autocommitting).
-    A connection the server dropped (restart, failover) is discarded and the statement
-    tried once more on a fresh one, so the caller's one-shot write is not lost.
+    webhook's). Values go to the driver as given (a JSON value wrapped in psycopg's Jsonb).
+    The connection goes back to the pool as it came (not autocommitting). A connection
+    the server dropped (restart, failover) is discarded and the statement tried once
+    more on a fresh one, so the caller's one-shot write is not lost.
     """
     if engine.dialect.name != "postgresql":
         raise ValueError("autocommitted_row speaks psycopg: PostgreSQL only")
     # What the models' UTC column type would refuse: PostgreSQL reads a naive time as its
     # own zone's.
-    if any(isinstance(value, datetime) and value.tzinfo is None for value in params):
+    if any(isinstance(value, datetime) and value.tzinfo is None for value in params.values()):
         raise ValueError("naive datetime given to a UTC column")
+    sql, constants = _driver_sql(statement, engine.dialect, tuple(sorted(params)))
+    values = constants | dict(params)
     for attempt in (1, 2):
         pooled = engine.raw_connection()
         connection = pooled.driver_connection
@@ -108,7 +115,7 @@ def autocommitted_row(engine: Engine, sql: str, params: Sequence[Any]) -> tuple[
         try:
             connection.autocommit = True
             try:
-                row: tuple[Any, ...] | None = connection.execute(sql, params).fetchone()
+                row: tuple[Any, ...] | None = connection.execute(sql, values).fetchone()
                 return row
             finally:
                 # Whatever happened, the pool gets back a connection that opens
@@ -123,6 +130,17 @@ def autocommitted_row(engine: Engine, sql: str, params: Sequence[Any]) -> tuple[
                 pooled.invalidate()
             pooled.close()
     raise AssertionError("unreachable")
+
+
+@functools.lru_cache(maxsize=64)
+def _driver_sql(
+    statement: ClauseElement, dialect: Dialect, keys: tuple[str, ...]
+) -> tuple[str, dict[str, Any]]:
+    """A statement as psycopg takes it (named parameters), with the values the statement
+    itself carries (its literals)."""
+    compiled = statement.compile(dialect=dialect, column_keys=list(keys))
+    constants = {name: value for name, value in compiled.params.items() if name not in keys}
+    return compiled.string, constants
 
 
 _Row = TypeVar("_Row")

@@ -689,7 +689,7 @@ def _claim(session: Session, message_id: int, now: datetime) -> int | None:
     bind = session.get_bind()
     engine = bind if isinstance(bind, Engine) else bind.engine
     if engine.dialect.name == "postgresql":
-        row = autocommitted_row(engine, _RAW_CLAIM, (now, now, message_id, now))
+        row = autocommitted_row(engine, _claim_statement(), {"message_id": message_id, "now": now})
         return None if row is None else int(row[0])
     with engine.connect() as connection:
         autocommit = connection.execution_options(isolation_level="AUTOCOMMIT")
@@ -697,14 +697,6 @@ def _claim(session: Session, message_id: int, now: datetime) -> int | None:
             _claim_statement(), {"message_id": message_id, "now": now}
         ).scalar()
     return None if contact_id is None else int(contact_id)
-
-
-# _claim_statement as PostgreSQL runs it, for the driver itself (see autocommitted_row).
-_RAW_CLAIM = (
-    "UPDATE messages SET status = 'claimed', claimed_at = %s, tries = tries + 1, "
-    "updated_at = %s WHERE id = %s AND status = 'pending' AND not_before <= %s "
-    "RETURNING contact_id"
-)
 
 
 @functools.cache

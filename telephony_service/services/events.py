@@ -48,10 +48,10 @@ def record_event(
     the statement's own). On PostgreSQL straight through the driver, elsewhere Core: this
     runs on every webhook.
     """
-    if engine.dialect.name == "postgresql":
-        row = autocommitted_row(engine, _RAW_INSERT, (kind, sid, Jsonb(params), now))
-        return None if row is None else int(row[0])
     values = {"kind": kind, "sid": sid, "params": params, "received_at": now, "attempts": 0}
+    if engine.dialect.name == "postgresql":
+        row = autocommitted_row(engine, _insert("postgresql"), values | {"params": Jsonb(params)})
+        return None if row is None else int(row[0])
     try:
         return _insert_once(engine, values)
     except DBAPIError as exc:
@@ -61,13 +61,6 @@ def record_event(
         if not exc.connection_invalidated:
             raise
         return _insert_once(engine, values)
-
-
-# _insert's statement as PostgreSQL runs it, for the driver itself (see autocommitted_row).
-_RAW_INSERT = (
-    "INSERT INTO webhook_events (kind, sid, params, received_at, attempts) "
-    "VALUES (%s, %s, %s, %s, 0) ON CONFLICT (kind, sid) DO NOTHING RETURNING id"
-)
 
 
 def _insert_once(engine: Engine, values: dict[str, Any]) -> int | None:

@@ -20,17 +20,17 @@ def test_it_commits_the_statement_and_hands_the_connection_back_transactional(
     try:
         if engine.dialect.name != "postgresql":
             with pytest.raises(ValueError, match="PostgreSQL only"):
-                autocommitted_row(engine, "SELECT 1", ())
+                autocommitted_row(engine, text("SELECT 1"), {})
             return
         with engine.begin() as connection:
             connection.execute(text("CREATE TABLE scratch (n integer)"))
-        assert autocommitted_row(engine, "INSERT INTO scratch VALUES (%s) RETURNING n", (7,)) == (
-            7,
-        )
+        assert autocommitted_row(
+            engine, text("INSERT INTO scratch VALUES (:n) RETURNING n"), {"n": 7}
+        ) == (7,)
         with pytest.raises(psycopg.errors.DivisionByZero):
-            autocommitted_row(engine, "SELECT 1 / %s", (0,))
+            autocommitted_row(engine, text("SELECT 1 / :n"), {"n": 0})
         with pytest.raises(ValueError, match="naive"):
-            autocommitted_row(engine, "SELECT %s", (datetime(2026, 11, 28, 9, 0),))
+            autocommitted_row(engine, text("SELECT :at"), {"at": datetime(2026, 11, 28, 9, 0)})
         with engine.connect() as connection:
             # Committed, and the connection is back to opening transactions.
             assert connection.execute(text("SELECT n FROM scratch")).scalar_one() == 7
