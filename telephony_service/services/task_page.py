@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import Session
 
 from telephony_service.domain import dispositions
 from telephony_service.domain.dispositions import Disposition
@@ -35,6 +35,7 @@ from telephony_service.services.bridging import CallPanel
 from telephony_service.services.manual_texts import Preview
 from telephony_service.services.outcomes import TaskNotFound, is_clinical
 from telephony_service.services.scripts import CallScript, script_for
+from telephony_service.services.tasks import get_task
 
 # Timeline entries shown through a richer row of their own (the call with its recording,
 # the text with its delivery status) rather than as events.
@@ -105,16 +106,7 @@ class TaskPage:
 
 
 def load_task(session: Session, practice_id: int, task_id: int) -> Task:
-    task = session.scalar(
-        select(Task)
-        .where(Task.id == task_id, Task.practice_id == practice_id)
-        .options(
-            selectinload(Task.timeline),
-            selectinload(Task.contact),
-            selectinload(Task.owner),
-            selectinload(Task.messages),
-        )
-    )
+    task = get_task(session, practice_id, task_id)
     if task is None:
         raise TaskNotFound(task_id)
     return task
