@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, TypeVar, cast
 
@@ -21,6 +21,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import ClauseElement
 
 
@@ -132,15 +133,61 @@ def autocommitted_row(
     raise AssertionError("unreachable")
 
 
+def pipelined(
+    session: Session,
+    statements: Sequence[tuple[ClauseElement, Mapping[str, Any]]],
+    *,
+    commit: bool = False,
+) -> list[list[tuple[Any, ...]]]:
+    """Statements (built with SQLAlchemy, compiled once) run by psycopg in the session's
+    transaction, sent together in one round trip (pipeline mode) and run by PostgreSQL one
+    after the other, as if sent one by one; each one's rows. With `commit`, the COMMIT
+    goes in the same trip and the session's transaction ends.
+
+    For the send's transaction, whose statements do not depend on each other's answers:
+    a round trip and SQLAlchemy's execution of each cost more than PostgreSQL takes to run
+    them. Values go to the driver as given (JSON wrapped in psycopg's Jsonb), and rows come
+    back as the driver reads them (no SQLAlchemy result types). A failing statement fails
+    the ones after it; its error is raised and the session must be rolled back.
+    """
+    bind = session.get_bind()
+    if bind.dialect.name != "postgresql":
+        raise ValueError("pipelined speaks psycopg: PostgreSQL only")
+    runs = []
+    for statement, params in statements:
+        if any(isinstance(value, datetime) and value.tzinfo is None for value in params.values()):
+            raise ValueError("naive datetime given to a UTC column")
+        sql, constants = _driver_sql(statement, bind.dialect, tuple(sorted(params)))
+        runs.append((sql, constants | dict(params)))
+    driver = session.connection().connection.driver_connection
+    assert isinstance(driver, psycopg.Connection)
+    cursors = []
+    with driver.pipeline():
+        for sql, values in runs:
+            cursor = driver.cursor()
+            cursor.execute(sql, values)
+            cursors.append(cursor)
+        if commit:
+            driver.commit()
+    rows = [cursor.fetchall() if cursor.description is not None else [] for cursor in cursors]
+    if commit:
+        # The driver has committed; SQLAlchemy's COMMIT finds nothing left to send.
+        session.commit()
+    return rows
+
+
 @functools.lru_cache(maxsize=64)
 def _driver_sql(
     statement: ClauseElement, dialect: Dialect, keys: tuple[str, ...]
 ) -> tuple[str, dict[str, Any]]:
     """A statement as psycopg takes it (named parameters), with the values the statement
     itself carries (its literals)."""
-    compiled = statement.compile(dialect=dialect, column_keys=list(keys))
-    constants = {name: value for name, value in compiled.params.items() if name not in keys}
-    return compiled.string, constants
+    compiled = cast(SQLCompiler, statement.compile(dialect=dialect, column_keys=list(keys)))
+    # An IN of constants is rendered when the statement runs ("expanding"); expanded here,
+    # once, into a parameter per value.
+    expanded = compiled.construct_expanded_state(dict.fromkeys(keys))
+    constants = {name: value for name, value in expanded.parameters.items() if name not in keys}
+    return expanded.statement, constants
 
 
 _Row = TypeVar("_Row")

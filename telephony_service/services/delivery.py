@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from psycopg.types.json import Jsonb
 from sqlalchemy import (
     Engine,
     String,
@@ -34,7 +35,14 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
-from telephony_service.db import autocommitted_row, dialect_insert, locked, table, upsert_insert
+from telephony_service.db import (
+    autocommitted_row,
+    dialect_insert,
+    locked,
+    pipelined,
+    table,
+    upsert_insert,
+)
 from telephony_service.domain import compliance
 from telephony_service.domain.phones import display_number, mask_phone
 from telephony_service.domain.statuses import TaskStatus, is_open
@@ -283,8 +291,8 @@ def send_message(
     has it), deferred, blocked, canceled, sent, retry, failed or unknown.
     """
     now = clock()
-    contact_id = _claim(session, message_id, now)
-    if contact_id is None:
+    claim = _claim(session, message_id, now)
+    if claim is None:
         return "skipped"
     claimed_at = now
     if settings.sender_rate:
@@ -300,7 +308,7 @@ def send_message(
             claimed_at,
             clock=clock,
             settings=settings,
-            contact_id=contact_id,
+            claim=claim,
         )
     except Exception:
         # A bug or bad data after the claim: end the text visibly (failed) rather than leave
@@ -318,14 +326,13 @@ def _send_claimed(
     *,
     clock: Clock,
     settings: SendSettings,
-    contact_id: int | None = None,
+    claim: _Claim,
 ) -> str:
     now = clock()
-    if contact_id is None:
-        contact_id = session.scalar(select(Message.contact_id).where(Message.id == message_id))
-        if contact_id is None:
-            return "skipped"
     postgres = _dialect(session) == "postgresql"
+    practice = texting_policy(session, claim.practice_id)
+    own_params = {"message_id": message_id, "claim": claimed_at, "now": now}
+    history_params = _history_params(practice, claim.contact_id, message_id, now)
     if postgres:
         # Lock order everywhere: contact, then task, then message. The contact stays
         # locked until the outcome is stored: an opt-out waits for this send instead of
@@ -333,16 +340,30 @@ def _send_claimed(
         # after the other, each seeing the other in the caps. The same statement relaxes
         # this transaction's commit: losing it to a crash leaves the text claimed, which
         # reconciliation settles from Twilio's list; the claim itself was committed durably.
-        contact = _recipient(session, contact_id, lock=True)
-    owned = _own(session, message_id, claimed_at, now)
+        # The text and the caps' history are read after the lock is granted (PostgreSQL
+        # runs a pipeline's statements in order), in the same round trip.
+        owned_rows: Sequence[Any]
+        history_rows: Sequence[Any]
+        locked_contact, owned_rows, history_rows = pipelined(
+            session,
+            [
+                (_recipient_statement(True), {"contact_id": claim.contact_id}),
+                (_own_statement(), own_params),
+                (_history_statement(True), history_params),
+            ],
+        )
+        contact = _Recipient(*locked_contact[0][: len(_RECIPIENT_COLUMNS)])
+    else:
+        owned_rows = session.execute(_own_statement(), own_params).all()
+    owned = _owned(owned_rows)
     if owned is None:
         # Reconciliation took the claim back (this worker stalled past the lease).
         session.rollback()
         return "skipped"
     message, task = owned
     if not postgres:
-        contact = _recipient(session, contact_id, lock=False)
-    practice = texting_policy(session, message.practice_id)
+        contact = _recipient(session, claim.contact_id, lock=False)
+        history_rows = session.execute(_history_statement(True), history_params).all()
 
     reason = _cancel_reason(message, contact, task)
     if reason is not None:
@@ -358,7 +379,7 @@ def _send_claimed(
             state=contact.state,
             opted_out=contact.opted_out_at is not None,
         ),
-        history=_history(session, practice, contact.id, message.id, now),
+        history=_history_from(history_rows, now),
         policy=policy_for(practice),
     )
     if isinstance(decision, compliance.Block):
@@ -403,8 +424,9 @@ def _send_claimed(
         }
     if postgres:
         # One round trip: the text's answer, the practice's count of the day (taken last:
-        # its row lock is held only until the commit right after) and the task's timeline.
-        session.execute(_sent_and_logged_statement(counted), outcome)
+        # its row lock is held only until the commit) and the task's timeline, and COMMIT.
+        statement = _sent_and_logged_statement(counted)
+        pipelined(session, [(statement, outcome | {"data": Jsonb(outcome["data"])})], commit=True)
     else:
         session.execute(_sent_statement(), outcome)
         if counted:
@@ -420,7 +442,7 @@ def _send_claimed(
                     "data": outcome["data"],
                 },
             )
-    session.commit()
+        session.commit()
     _forget(session, message.id)
     log.info(
         "text %s (%s) sent to %s: %s %s",
@@ -554,22 +576,18 @@ _OUTGOING_COLUMNS = tuple(field.name for field in fields(_Outgoing))
 _RECIPIENT_COLUMNS = tuple(field.name for field in fields(_Recipient))
 
 
-def _own(
-    session: Session, message_id: int, claimed_at: datetime, now: datetime
-) -> tuple[_Outgoing, _TaskFacts | None] | None:
-    """Lock the text if this job's claim still holds, with what the send checks of its task.
+def _owned(rows: Sequence[Any]) -> tuple[_Outgoing, _TaskFacts | None] | None:
+    """The text, if this job's claim still held, with what the send checks of its task.
 
-    A conditional write, so on SQLite too it takes the write lock: nothing else can change
-    the text (or settle it as lost) until this send's outcome is stored. The task's facts
-    come back in the same statement (a round trip less than loading the task); its
-    snapshot is taken after the contact's lock, as a SELECT of its own would be.
+    From _own_statement: a conditional write, so on SQLite too it takes the write lock:
+    nothing else can change the text (or settle it as lost) until this send's outcome is
+    stored. The task's facts come back in the same statement (a round trip less than
+    loading the task); its snapshot is taken after the contact's lock, as a SELECT of its
+    own would be.
     """
-    row = session.execute(
-        _own_statement(),
-        {"message_id": message_id, "claim": claimed_at, "now": now},
-    ).one_or_none()
-    if row is None:
+    if not rows:
         return None
+    row = rows[0]
     count = len(_OUTGOING_COLUMNS)
     message = _Outgoing(*row[:count])
     status, stopped_at, flag = row[count:]
@@ -682,21 +700,27 @@ def _defer_claimed(
     return "deferred"
 
 
-def _claim(session: Session, message_id: int, now: datetime) -> int | None:
+@dataclass(frozen=True)
+class _Claim:
+    contact_id: int
+    practice_id: int
+
+
+def _claim(session: Session, message_id: int, now: datetime) -> _Claim | None:
     """The compare-and-swap that lets exactly one job send a text, in one autocommitted
     statement: a worker that dies mid-send leaves a claimed row for reconciliation, never
-    a silent pending one that would be sent again. Returns the text's contact id."""
+    a silent pending one that would be sent again. Returns the text's contact and practice.
+    """
     bind = session.get_bind()
     engine = bind if isinstance(bind, Engine) else bind.engine
+    params = {"message_id": message_id, "now": now}
     if engine.dialect.name == "postgresql":
-        row = autocommitted_row(engine, _claim_statement(), {"message_id": message_id, "now": now})
-        return None if row is None else int(row[0])
-    with engine.connect() as connection:
-        autocommit = connection.execution_options(isolation_level="AUTOCOMMIT")
-        contact_id = autocommit.execute(
-            _claim_statement(), {"message_id": message_id, "now": now}
-        ).scalar()
-    return None if contact_id is None else int(contact_id)
+        row = autocommitted_row(engine, _claim_statement(), params)
+    else:
+        with engine.connect() as connection:
+            autocommit = connection.execution_options(isolation_level="AUTOCOMMIT")
+            row = autocommit.execute(_claim_statement(), params).one_or_none()
+    return None if row is None else _Claim(int(row[0]), int(row[1]))
 
 
 @functools.cache
@@ -711,7 +735,7 @@ def _claim_statement() -> Any:
             messages.c.not_before <= now,
         )
         .values(status="claimed", claimed_at=now, tries=messages.c.tries + 1, updated_at=now)
-        .returning(messages.c.contact_id)
+        .returning(messages.c.contact_id, messages.c.practice_id)
     )
 
 
@@ -776,19 +800,30 @@ def _history(
     message_id: int | None,
     now: datetime,
 ) -> compliance.History:
-    day_ago = now - timedelta(days=1)
-    params = {
+    params = _history_params(practice, contact_id, message_id, now)
+    # One statement for every count the caps take: a round trip each was most of a send's
+    # database time.
+    rows = session.execute(_history_statement(message_id is not None), params).all()
+    return _history_from(rows, now)
+
+
+def _history_params(
+    practice: PracticePolicy, contact_id: int, message_id: int | None, now: datetime
+) -> dict[str, Any]:
+    params: dict[str, Any] = {
         "contact_id": contact_id,
         "practice_id": practice.id,
         "day": _local_day(practice, now),
         "week_ago": now - timedelta(days=7),
-        "day_ago": day_ago,
+        "day_ago": now - timedelta(days=1),
     }
     if message_id is not None:
         params["message_id"] = message_id
-    # One statement for every count the caps take: a round trip each was most of a send's
-    # database time.
-    rows = session.execute(_history_statement(message_id is not None), params).all()
+    return params
+
+
+def _history_from(rows: Sequence[Any], now: datetime) -> compliance.History:
+    day_ago = now - timedelta(days=1)
     sent_today = 0
     attempts: list[datetime] = []
     automated: list[datetime] = []

@@ -1,4 +1,5 @@
-"""db.autocommitted_row: the webhook's insert and the send's claim, through psycopg."""
+"""db.autocommitted_row (the webhook's insert and the send's claim) and db.pipelined (the
+send's transaction), through psycopg."""
 
 from __future__ import annotations
 
@@ -6,9 +7,9 @@ from datetime import datetime
 
 import psycopg
 import pytest
-from sqlalchemy import text
+from sqlalchemy import column, insert, select, table, text, update
 
-from telephony_service.db import autocommitted_row, make_engine
+from telephony_service.db import autocommitted_row, make_engine, pipelined
 from telephony_service.wiring import Services
 
 
@@ -43,3 +44,63 @@ def test_it_commits_the_statement_and_hands_the_connection_back_transactional(
             with engine.begin() as connection:
                 connection.execute(text("DROP TABLE IF EXISTS scratch"))
         engine.dispose()
+
+
+SCRATCH = table("scratch", column("n"))
+
+
+def test_it_runs_pipelined_statements_in_order_in_the_sessions_transaction(
+    services: Services,
+) -> None:
+    engine = services.engine
+    with services.session() as session:
+        if engine.dialect.name != "postgresql":
+            with pytest.raises(ValueError, match="PostgreSQL only"):
+                pipelined(session, [(select(SCRATCH.c.n), {})])
+            return
+    with engine.begin() as connection:
+        connection.execute(text("CREATE TABLE scratch (n integer)"))
+    try:
+        with services.session() as session:
+            inserted, counted, updated, matching = pipelined(
+                session,
+                [
+                    (insert(SCRATCH).values(n=text(":n")).returning(SCRATCH.c.n), {"n": 7}),
+                    (text("SELECT count(*) FROM scratch"), {}),
+                    (update(SCRATCH).values(n=SCRATCH.c.n + 1), {}),
+                    # A constant IN list, expanded for the driver.
+                    (select(SCRATCH.c.n).where(SCRATCH.c.n.in_((8, 9))), {}),
+                ],
+            )
+            assert (inserted, counted, updated, matching) == ([(7,)], [(1,)], [], [(8,)])
+            # Still the session's transaction: nothing is committed yet.
+            session.rollback()
+            assert session.execute(text("SELECT count(*) FROM scratch")).scalar_one() == 0
+            session.rollback()
+
+            pipelined(session, [(text("INSERT INTO scratch VALUES (:n)"), {"n": 3})], commit=True)
+            # The session goes on with a transaction of its own.
+            session.execute(text("INSERT INTO scratch VALUES (4)"))
+            session.rollback()
+        with engine.connect() as connection:
+            assert connection.execute(text("SELECT n FROM scratch")).scalars().all() == [3]
+    finally:
+        with engine.begin() as connection:
+            connection.execute(text("DROP TABLE scratch"))
+
+
+def test_it_fails_the_pipeline_at_a_failing_statement_and_leaves_it_to_roll_back(
+    services: Services,
+) -> None:
+    with services.session() as session:
+        if services.engine.dialect.name != "postgresql":
+            # Refused before anything runs: SQLite's send goes statement by statement.
+            with pytest.raises(ValueError, match="PostgreSQL only"):
+                pipelined(session, [(text("SELECT 1 / :n"), {"n": 0})])
+            return
+        with pytest.raises(psycopg.errors.DivisionByZero):
+            pipelined(session, [(text("SELECT 1 / :n"), {"n": 0}), (text("SELECT 2"), {})])
+        session.rollback()
+        assert session.execute(text("SELECT 3")).scalar_one() == 3
+        with pytest.raises(ValueError, match="naive"):
+            pipelined(session, [(text("SELECT :at"), {"at": datetime(2026, 11, 28, 9, 0)})])

@@ -430,7 +430,8 @@ def test_it_does_not_send_when_reconciliation_took_a_stalled_claim_back(
     message_id = _pending_text(services)
     stalled_claim = clock()
     with services.session() as session:
-        assert delivery._claim(session, message_id, stalled_claim) is not None
+        claim = delivery._claim(session, message_id, stalled_claim)
+    assert claim is not None
     # The worker stalls past the lease; reconciliation finds nothing at Twilio and puts the
     # text back, and another worker sends it.
     clock.advance(seconds=95)
@@ -449,6 +450,7 @@ def test_it_does_not_send_when_reconciliation_took_a_stalled_claim_back(
             stalled_claim,
             clock=clock,
             settings=services.send_settings,
+            claim=claim,
         )
     assert outcome == "skipped"
     assert len(twilio_messages.sent) == 1
