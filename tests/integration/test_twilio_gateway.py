@@ -5,11 +5,14 @@ What the gateway sends is also checked against Twilio's own OpenAPI description.
 
 from __future__ import annotations
 
+import ast
 import base64
 import dataclasses
 import json
 import logging
 import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -593,3 +596,37 @@ def test_it_honours_the_proxy_settings_of_its_environment(
         gateway.send_sms(ANA_TEXT)
 
     assert [p.get("https") for p in proxies] == [expected]
+
+
+# Run in a fresh interpreter: the test process may have imported all of twilio already.
+_LOADED_RESOURCES = """
+import sys
+from telephony_service.gateways.twilio import TwilioGateway
+TwilioGateway("AC" + "0" * 32, "token", api_base_url="http://127.0.0.1:9")
+account = "twilio.rest.api.v2010.account"
+print(sorted(name for name in sys.modules if name == account or name.startswith(account + ".")))
+# Whatever imports the whole package later gets the same classes.
+from twilio.rest import Client
+from twilio.rest.api.v2010.account.message import MessageList
+client = Client("AC" + "0" * 32, "token")
+print(type(client.messages) is MessageList, type(client.calls).__module__)
+"""
+
+
+def test_it_loads_only_the_message_and_call_resources_of_twilios_account() -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", _LOADED_RESOURCES],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).parents[2],
+    )
+    loaded, later = result.stdout.splitlines()
+    names = set(ast.literal_eval(loaded))
+    assert "twilio.rest.api.v2010.account.message" in names
+    assert "twilio.rest.api.v2010.account.call" in names
+    # Not the package, nor its other resources (conferences, SIP, usage ...).
+    assert "twilio.rest.api.v2010.account" not in names
+    account = "twilio.rest.api.v2010.account."
+    assert {name.removeprefix(account).split(".")[0] for name in names} == {"message", "call"}
+    assert later == "True twilio.rest.api.v2010.account.call"
