@@ -631,7 +631,7 @@ def _recipient_statement(lock: bool) -> Any:
     statement = select(*columns).where(contacts.c.id == bindparam("contact_id"))
     if not lock:
         return statement
-    # What relax_commit does, in the lock's own round trip (PostgreSQL only).
+    # What relaxed_rows does, in the lock's own statement (PostgreSQL only).
     relax = func.set_config("synchronous_commit", "off", True)
     return select(*columns, relax).where(contacts.c.id == bindparam("contact_id")).with_for_update()
 

@@ -12,7 +12,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from telephony_service.db import autocommitted_row, relax_commit, table
+from telephony_service.db import autocommitted_row, relaxed_rows, table
 from telephony_service.gateways.base import redact
 from telephony_service.models import WebhookEvent
 from telephony_service.services import intake
@@ -96,10 +96,8 @@ def _count_attempt(session: Session, event_id: int) -> bool:
     """Count an attempt in its own transaction, so a crash still counts. False if done."""
     # Not waiting for the disk: a count lost with a crashed database only means one
     # attempt more before the event is left for a person.
-    relax_commit(session)
-    result = session.execute(_count_statement(), {"event_id": event_id})
-    session.commit()
-    return bool(result.rowcount)  # type: ignore[attr-defined]
+    counted = relaxed_rows(session, _count_statement(), {"event_id": event_id}, commit=True)
+    return bool(counted)
 
 
 @functools.cache
@@ -109,6 +107,7 @@ def _count_statement() -> Update:
         update(_table)
         .where(_table.c.id == bindparam("event_id"), _table.c.processed_at.is_(None))
         .values(attempts=_table.c.attempts + 1)
+        .returning(_table.c.id)
     )
 
 

@@ -8,14 +8,14 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from sqlalchemy import Row, Select, Update, bindparam, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from telephony_service.db import dialect_insert, relax_commit, table
+from telephony_service.db import dialect_insert, relaxed_rows, table
 from telephony_service.domain.categories import BASE_PRIORITY, INQUIRY_CATEGORIES, Category
 from telephony_service.domain.phones import mask_phone, normalise_phone
 from telephony_service.domain.sla import first_response_due
@@ -56,20 +56,20 @@ def apply_event(
     Returns the ids of texts it made ready to send now (a text-back), or None when there
     was nothing to do (unknown id, already applied).
     """
-    relax_commit(session)
     # Marked applied first, in the statement that locks it and reads it: a concurrent job
     # for the same event waits here, then finds it applied and does nothing. A failure
-    # rolls the mark back with everything else.
-    event = session.execute(
-        _take_event_statement(), {"event_id": event_id, "now": now}
-    ).one_or_none()
-    if event is None:
+    # rolls the mark back with everything else. Not waiting for the disk at the commit:
+    # an event lost with a crashed database is still unapplied, and the relay applies it.
+    taken = relaxed_rows(session, _take_event_statement(), {"event_id": event_id, "now": now})
+    if not taken:
         session.rollback()
         return None
-    handler = _HANDLERS.get(event.kind)
+    [(kind, params, received_at)] = taken
+    handler = _HANDLERS.get(kind)
     if handler is None:
-        raise ValueError(f"no handler for webhook event kind {event.kind!r}")
-    ready = handler(session, event.params, event.received_at, base_url)
+        raise ValueError(f"no handler for webhook event kind {kind!r}")
+    # UTC, as the models give it (the driver gives the server's zone).
+    ready = handler(session, params, received_at.astimezone(UTC), base_url)
     session.commit()
     return ready or []
 

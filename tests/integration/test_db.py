@@ -1,5 +1,5 @@
-"""db.autocommitted_row (the webhook's insert and the send's claim) and db.pipelined (the
-send's transaction), through psycopg."""
+"""db.autocommitted_row (the webhook's insert and the send's claim), db.pipelined (the send's
+transaction) and db.relaxed_rows (applying an event), through psycopg on PostgreSQL."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import psycopg
 import pytest
 from sqlalchemy import column, insert, select, table, text, update
 
-from telephony_service.db import autocommitted_row, make_engine, pipelined
+from telephony_service.db import autocommitted_row, make_engine, pipelined, relaxed_rows
 from telephony_service.wiring import Services
 
 
@@ -104,3 +104,31 @@ def test_it_fails_the_pipeline_at_a_failing_statement_and_leaves_it_to_roll_back
         assert session.execute(text("SELECT 3")).scalar_one() == 3
         with pytest.raises(ValueError, match="naive"):
             pipelined(session, [(text("SELECT :at"), {"at": datetime(2026, 11, 28, 9, 0)})])
+
+
+def test_it_relaxes_only_its_own_transactions_commit_and_returns_the_rows(
+    services: Services,
+) -> None:
+    engine = services.engine
+    postgres = engine.dialect.name == "postgresql"
+    with engine.begin() as connection:
+        connection.execute(text("CREATE TABLE scratch (n integer)"))
+    try:
+        with services.session() as session:
+            insert_one = insert(SCRATCH).values(n=text(":n")).returning(SCRATCH.c.n)
+            assert relaxed_rows(session, insert_one, {"n": 5}) == [(5,)]
+            if postgres:
+                setting = session.execute(text("SHOW synchronous_commit")).scalar_one()
+                assert setting == "off"
+            session.rollback()
+            assert relaxed_rows(session, insert_one, {"n": 6}, commit=True) == [(6,)]
+            if postgres:
+                # The next transaction waits for the disk again.
+                setting = session.execute(text("SHOW synchronous_commit")).scalar_one()
+                assert setting == "on"
+            session.rollback()
+        with engine.connect() as connection:
+            assert connection.execute(text("SELECT n FROM scratch")).scalars().all() == [6]
+    finally:
+        with engine.begin() as connection:
+            connection.execute(text("DROP TABLE scratch"))
