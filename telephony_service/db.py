@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, TypeVar, cast
 
 import psycopg
+from psycopg.pq import TransactionStatus
 from sqlalchemy import (
     Connection,
     Engine,
@@ -73,6 +75,42 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
+
+
+def _driver(session: Session) -> psycopg.Connection[Any]:
+    driver = session.connection().connection.driver_connection
+    if not isinstance(driver, psycopg.Connection):
+        raise ValueError("this speaks psycopg: PostgreSQL only")
+    return driver
+
+
+def transaction_idle(session: Session) -> bool:
+    """True if the session's connection has no transaction open (PostgreSQL)."""
+    return _driver(session).info.transaction_status == TransactionStatus.IDLE
+
+
+@contextmanager
+def explicit_transactions(session: Session) -> Iterator[None]:
+    """In this block the session's connection opens no transaction by itself: pipelined
+    statements open theirs ("BEGIN") and a commit or rollback ends it (PostgreSQL).
+
+    psycopg opens a transaction with a BEGIN of its own, and in a pipeline it waits for its
+    answer: a round trip before the pipeline's statements go. A pipeline that opens its own
+    transaction, after a statement that commits by itself, saves it. Inside the block,
+    every transaction opened must end with a commit or a rollback; a statement outside one
+    commits by itself. The session must have no transaction open when the block starts.
+    Whatever happens, the connection leaves the block transactional again, with any
+    transaction still open rolled back.
+    """
+    driver = _driver(session)
+    driver.autocommit = True
+    try:
+        yield
+    finally:
+        if not driver.broken:
+            if driver.info.transaction_status != TransactionStatus.IDLE:
+                driver.rollback()
+            driver.autocommit = False
 
 
 def relaxed_rows(
@@ -172,8 +210,7 @@ def pipelined(
             raise ValueError("naive datetime given to a UTC column")
         sql, constants = _driver_sql(statement, bind.dialect, tuple(sorted(params)))
         runs.append((sql, constants | dict(params)))
-    driver = session.connection().connection.driver_connection
-    assert isinstance(driver, psycopg.Connection)
+    driver = _driver(session)
     cursors = []
     with driver.pipeline():
         for sql, values in runs:

@@ -29,6 +29,7 @@ from sqlalchemy import (
     null,
     or_,
     select,
+    text,
     type_coerce,
     union_all,
     update,
@@ -38,9 +39,11 @@ from sqlalchemy.orm import Session
 from telephony_service.db import (
     autocommitted_row,
     dialect_insert,
+    explicit_transactions,
     locked,
     pipelined,
     table,
+    transaction_idle,
     upsert_insert,
 )
 from telephony_service.domain import compliance
@@ -291,31 +294,35 @@ def send_message(
     has it), deferred, blocked, canceled, sent, retry, failed or unknown.
     """
     now = clock()
+    if _dialect(session) == "postgresql" and not settings.sender_rate and transaction_idle(session):
+        # The claim and the reads after it in one round trip; see _claim_and_read.
+        with explicit_transactions(session):
+            return _send_claimed(
+                session,
+                gateway,
+                message_id,
+                now,
+                lambda: _claim_and_read(session, message_id, now),
+                clock=clock,
+                settings=settings,
+            )
     claim = _claim(session, message_id, now)
     if claim is None:
         return "skipped"
-    claimed_at = now
     if settings.sender_rate:
         # Reserved before any lock is taken: the slot lives in a row of its own.
         slot = _take_slot(session, message_id, now, settings.sender_rate)
         if slot is not None and slot > now:
-            return _defer_claimed(session, message_id, claimed_at, slot, now)
-    try:
-        return _send_claimed(
-            session,
-            gateway,
-            message_id,
-            claimed_at,
-            clock=clock,
-            settings=settings,
-            claim=claim,
-        )
-    except Exception:
-        # A bug or bad data after the claim: end the text visibly (failed) rather than leave
-        # a claimed row that reconciliation would offer again and again.
-        session.rollback()
-        _fail_claimed(session, message_id, claimed_at, clock())
-        raise
+            return _defer_claimed(session, message_id, now, slot, now)
+    return _send_claimed(
+        session,
+        gateway,
+        message_id,
+        now,
+        lambda: _read_claimed(session, message_id, claim, now, clock()),
+        clock=clock,
+        settings=settings,
+    )
 
 
 def _send_claimed(
@@ -323,48 +330,158 @@ def _send_claimed(
     gateway: TelephonyGateway,
     message_id: int,
     claimed_at: datetime,
+    read: Callable[[], _Read | None],
     *,
     clock: Clock,
     settings: SendSettings,
-    claim: _Claim,
 ) -> str:
-    now = clock()
-    postgres = _dialect(session) == "postgresql"
+    try:
+        outgoing = read()
+        if outgoing is None:
+            # Not ours: not pending or not due, another job has it, or reconciliation took
+            # the claim back (this worker stalled past the lease).
+            session.rollback()
+            return "skipped"
+        return _send_read(session, gateway, outgoing, clock=clock, settings=settings)
+    except Exception:
+        # A bug or bad data after the claim: end the text visibly (failed) rather than leave
+        # a claimed row that reconciliation would offer again and again. (Only this job's
+        # own claim: nothing changes if the claim never happened.)
+        session.rollback()
+        _fail_claimed(session, message_id, claimed_at, clock())
+        raise
+
+
+@dataclass(frozen=True)
+class _Read:
+    """What a send checks, read under its contact's lock after its claim."""
+
+    contact: _Recipient
+    message: _Outgoing
+    task: _TaskFacts | None
+    practice: PracticePolicy
+    history: compliance.History
+    now: datetime
+
+
+def _claim_and_read(session: Session, message_id: int, now: datetime) -> _Read | None:
+    """The claim, committed (durably) by itself, then in a transaction of its own the
+    contact's lock, the text and the caps' history: one round trip. PostgreSQL runs a
+    pipeline's statements in order, and flushes the claim's commit to disk before it runs
+    the next one, so Twilio is asked only after the claim is safe. The contact and practice
+    are read from the text's row (they never change), as the claim's answer is not back yet.
+    Inside explicit_transactions: the "BEGIN" here opens the send's transaction.
+    """
+    utc_day = now.astimezone(UTC).date()
+    _, claimed, _, _, locked_contact, owned_rows, history_rows, day_counts = pipelined(
+        session,
+        [
+            # A transaction of its own, explicitly: a pipeline's statements up to its end
+            # would otherwise make one implicit transaction with the BEGIN after them.
+            (_BEGIN, {}),
+            (_claim_statement(), {"message_id": message_id, "now": now}),
+            (_COMMIT, {}),
+            (_BEGIN, {}),
+            (_recipient_statement(True, True), {"message_id": message_id}),
+            (_own_statement(), {"message_id": message_id, "claim": now, "now": now}),
+            (_history_statement(True, True), _history_params(None, None, message_id, now)),
+            (
+                _day_counts_statement(),
+                {
+                    "message_id": message_id,
+                    # Every zone's date is within a day of UTC's.
+                    "first_day": utc_day - timedelta(days=1),
+                    "last_day": utc_day + timedelta(days=1),
+                },
+            ),
+        ],
+    )
+    owned = _owned(owned_rows)
+    if not claimed or owned is None:
+        return None
+    message, task = owned
+    practice = texting_policy(session, message.practice_id)
+    today = _local_day(practice, now)
+    sent_today = next((sent for day, sent in day_counts if day == today), 0)
+    return _Read(
+        contact=_Recipient(*locked_contact[0][: len(_RECIPIENT_COLUMNS)]),
+        message=message,
+        task=task,
+        practice=practice,
+        history=_history_from(history_rows, now, sent_today),
+        now=now,
+    )
+
+
+_BEGIN = text("BEGIN")
+_COMMIT = text("COMMIT")
+
+
+def _read_claimed(
+    session: Session, message_id: int, claim: _Claim, claimed_at: datetime, now: datetime
+) -> _Read | None:
+    """_claim_and_read's reads, after a claim committed on its own (SQLite, a sender rate)."""
     practice = texting_policy(session, claim.practice_id)
     own_params = {"message_id": message_id, "claim": claimed_at, "now": now}
     history_params = _history_params(practice, claim.contact_id, message_id, now)
-    if postgres:
-        # Lock order everywhere: contact, then task, then message. The contact stays
-        # locked until the outcome is stored: an opt-out waits for this send instead of
-        # slipping in between the gate and Twilio, and two texts to one patient go one
-        # after the other, each seeing the other in the caps. The same statement relaxes
-        # this transaction's commit: losing it to a crash leaves the text claimed, which
-        # reconciliation settles from Twilio's list; the claim itself was committed durably.
-        # The text and the caps' history are read after the lock is granted (PostgreSQL
-        # runs a pipeline's statements in order), in the same round trip.
-        owned_rows: Sequence[Any]
-        history_rows: Sequence[Any]
+    history_rows: Sequence[Any]
+    if _dialect(session) == "postgresql":
         locked_contact, owned_rows, history_rows = pipelined(
             session,
             [
-                (_recipient_statement(True), {"contact_id": claim.contact_id}),
+                (_recipient_statement(True, False), {"contact_id": claim.contact_id}),
                 (_own_statement(), own_params),
-                (_history_statement(True), history_params),
+                (_history_statement(True, False), history_params),
             ],
         )
+        owned = _owned(owned_rows)
+        if owned is None:
+            return None
         contact = _Recipient(*locked_contact[0][: len(_RECIPIENT_COLUMNS)])
     else:
-        owned_rows = session.execute(_own_statement(), own_params).all()
-    owned = _owned(owned_rows)
-    if owned is None:
-        # Reconciliation took the claim back (this worker stalled past the lease).
-        session.rollback()
-        return "skipped"
-    message, task = owned
-    if not postgres:
+        # The conditional write takes SQLite's one write lock first: the contact and the
+        # history read after it cannot change until this send's outcome is stored.
+        owned = _owned(session.execute(_own_statement(), own_params).all())
+        if owned is None:
+            return None
         contact = _recipient(session, claim.contact_id, lock=False)
-        history_rows = session.execute(_history_statement(True), history_params).all()
+        history_rows = session.execute(_history_statement(True, False), history_params).all()
+    message, task = owned
+    return _Read(
+        contact=contact,
+        message=message,
+        task=task,
+        practice=practice,
+        history=_history_from(history_rows, now),
+        now=now,
+    )
 
+
+def _send_read(
+    session: Session,
+    gateway: TelephonyGateway,
+    read: _Read,
+    *,
+    clock: Clock,
+    settings: SendSettings,
+) -> str:
+    """The gate, Twilio and the answer, for a text claimed and read by this job.
+
+    Lock order everywhere: contact, then task, then message. The contact stays locked until
+    the outcome is stored: an opt-out waits for this send instead of slipping in between
+    the gate and Twilio, and two texts to one patient go one after the other, each seeing
+    the other in the caps. The lock's statement also relaxes this transaction's commit
+    (PostgreSQL): losing it to a crash leaves the text claimed, which reconciliation settles
+    from Twilio's list; the claim itself was committed durably.
+    """
+    contact, message, task, practice, now = (
+        read.contact,
+        read.message,
+        read.task,
+        read.practice,
+        read.now,
+    )
+    postgres = _dialect(session) == "postgresql"
     reason = _cancel_reason(message, contact, task)
     if reason is not None:
         return _finish(session, _entity(session, message), "canceled", now, reason=reason)
@@ -379,7 +496,7 @@ def _send_claimed(
             state=contact.state,
             opted_out=contact.opted_out_at is not None,
         ),
-        history=_history_from(history_rows, now),
+        history=read.history,
         policy=policy_for(practice),
     )
     if isinstance(decision, compliance.Block):
@@ -620,20 +737,32 @@ def _own_statement() -> Any:
 
 
 def _recipient(session: Session, contact_id: int, *, lock: bool) -> _Recipient:
-    row = session.execute(_recipient_statement(lock), {"contact_id": contact_id}).one()
+    row = session.execute(_recipient_statement(lock, False), {"contact_id": contact_id}).one()
     return _Recipient(*row[: len(_RECIPIENT_COLUMNS)])
 
 
 @functools.cache
-def _recipient_statement(lock: bool) -> Any:
+def _recipient_statement(lock: bool, by_message: bool) -> Any:
+    """The contact's columns, by "contact_id" or (by_message) as the contact of "message_id";
+    locked, the statement also relaxes its transaction's commit (PostgreSQL only: what
+    relaxed_rows does, in the lock's own statement)."""
     contacts = table(Contact)
     columns: list[Any] = [contacts.c[name] for name in _RECIPIENT_COLUMNS]
-    statement = select(*columns).where(contacts.c.id == bindparam("contact_id"))
-    if not lock:
-        return statement
-    # What relaxed_rows does, in the lock's own statement (PostgreSQL only).
-    relax = func.set_config("synchronous_commit", "off", True)
-    return select(*columns, relax).where(contacts.c.id == bindparam("contact_id")).with_for_update()
+    if lock:
+        columns.append(func.set_config("synchronous_commit", "off", True))
+    statement = select(*columns).where(contacts.c.id == _of_message("contact_id", by_message))
+    return statement.with_for_update(of=contacts) if lock else statement
+
+
+def _of_message(name: str, by_message: bool) -> Any:
+    """A "contact_id" or "practice_id" parameter, or the text's own (by "message_id")."""
+    if not by_message:
+        return bindparam(name)
+    # Aliased: inside a statement on the texts, the plain table would be correlated.
+    text_row = table(Message).alias("sent_text")
+    return (
+        select(text_row.c[name]).where(text_row.c.id == bindparam("message_id")).scalar_subquery()
+    )
 
 
 def _entity(session: Session, message: _Outgoing) -> Message:
@@ -808,23 +937,25 @@ def _history(
 
 
 def _history_params(
-    practice: PracticePolicy, contact_id: int, message_id: int | None, now: datetime
+    practice: PracticePolicy | None, contact_id: int | None, message_id: int | None, now: datetime
 ) -> dict[str, Any]:
+    """The history statement's parameters; without a practice or contact, for the
+    statement that takes them from the text (by "message_id") and counts nothing."""
     params: dict[str, Any] = {
-        "contact_id": contact_id,
-        "practice_id": practice.id,
-        "day": _local_day(practice, now),
         "week_ago": now - timedelta(days=7),
         "day_ago": now - timedelta(days=1),
     }
+    if practice is not None:
+        params |= {"practice_id": practice.id, "day": _local_day(practice, now)}
+    if contact_id is not None:
+        params["contact_id"] = contact_id
     if message_id is not None:
         params["message_id"] = message_id
     return params
 
 
-def _history_from(rows: Sequence[Any], now: datetime) -> compliance.History:
+def _history_from(rows: Sequence[Any], now: datetime, sent_today: int = 0) -> compliance.History:
     day_ago = now - timedelta(days=1)
-    sent_today = 0
     attempts: list[datetime] = []
     automated: list[datetime] = []
     for count, at, kind in rows:
@@ -844,20 +975,33 @@ def _history_from(rows: Sequence[Any], now: datetime) -> compliance.History:
     )
 
 
+@functools.cache
+def _day_counts_statement() -> Any:
+    """(day, texts sent) of the text's practice, from "first_day" to "last_day"."""
+    counts = table(PracticeSendCount)
+    return select(counts.c.day, counts.c.sent).where(
+        counts.c.practice_id == _of_message("practice_id", True),
+        counts.c.day >= bindparam("first_day", type_=counts.c.day.type),
+        counts.c.day <= bindparam("last_day", type_=counts.c.day.type),
+    )
+
+
 # The kind the history gives a call attempt; no text has it.
 _CALL = "call"
 
 
 @functools.cache
-def _history_statement(leave_out_message: bool) -> Any:
+def _history_statement(leave_out_message: bool, by_message: bool = False) -> Any:
     """Rows of (count, at, kind): the practice's texts sent today, once, then the contact's
-    texts of the last week and its call attempts of the last day."""
+    texts of the last week and its call attempts of the last day. By_message: the contact
+    of "message_id", and no count (_day_counts_statement reads it)."""
     # Core (the tables' columns): an ORM-enabled SELECT costs the send its compile state.
     messages = table(Message)
     attempts = table(CallAttempt)
     stamp = messages.c.sent_at.type
     when = func.coalesce(messages.c.sent_at, messages.c.claimed_at)
     counts = table(PracticeSendCount)
+    contact = _of_message("contact_id", by_message)
     sent_today = (
         select(counts.c.sent)
         .where(counts.c.practice_id == bindparam("practice_id"), counts.c.day == bindparam("day"))
@@ -867,7 +1011,7 @@ def _history_statement(leave_out_message: bool) -> Any:
         func.coalesce(sent_today, 0), type_coerce(null(), stamp), type_coerce(null(), String())
     )
     texts = select(null(), when, messages.c.kind).where(
-        messages.c.contact_id == bindparam("contact_id"),
+        messages.c.contact_id == contact,
         when.is_not(None),
         when > bindparam("week_ago", type_=stamp),
         messages.c.kind != "reply",
@@ -878,10 +1022,12 @@ def _history_statement(leave_out_message: bool) -> Any:
     # The bridge sets dial_status when it dials the patient; the agent's leg alone leaves it
     # empty.
     calls = select(null(), attempts.c.created_at, literal(_CALL)).where(
-        attempts.c.contact_id == bindparam("contact_id"),
+        attempts.c.contact_id == contact,
         attempts.c.created_at > bindparam("day_ago", type_=stamp),
         attempts.c.dial_status.is_not(None),
     )
+    if by_message:
+        return union_all(texts, calls)
     return union_all(today, texts, calls)
 
 

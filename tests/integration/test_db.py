@@ -9,7 +9,14 @@ import psycopg
 import pytest
 from sqlalchemy import column, insert, select, table, text, update
 
-from telephony_service.db import autocommitted_row, make_engine, pipelined, relaxed_rows
+from telephony_service.db import (
+    autocommitted_row,
+    explicit_transactions,
+    make_engine,
+    pipelined,
+    relaxed_rows,
+    transaction_idle,
+)
 from telephony_service.wiring import Services
 
 
@@ -129,6 +136,64 @@ def test_it_relaxes_only_its_own_transactions_commit_and_returns_the_rows(
             session.rollback()
         with engine.connect() as connection:
             assert connection.execute(text("SELECT n FROM scratch")).scalars().all() == [6]
+    finally:
+        with engine.begin() as connection:
+            connection.execute(text("DROP TABLE scratch"))
+
+
+def test_it_lets_pipelined_statements_open_and_end_their_own_transactions(
+    services: Services,
+) -> None:
+    engine = services.engine
+    with services.session() as session:
+        if engine.dialect.name != "postgresql":
+            with pytest.raises(ValueError, match="PostgreSQL only"), explicit_transactions(session):
+                pass
+            return
+    with engine.begin() as connection:
+        connection.execute(text("CREATE TABLE scratch (n integer)"))
+
+    def stored() -> list[int]:
+        with engine.connect() as other:
+            return list(other.execute(text("SELECT n FROM scratch ORDER BY n")).scalars())
+
+    add = text("INSERT INTO scratch VALUES (:n)")
+    try:
+        with services.session() as session:
+            assert transaction_idle(session)
+            with explicit_transactions(session):
+                pipelined(
+                    session,
+                    [
+                        (text("BEGIN"), {}),
+                        (add, {"n": 1}),
+                        (text("COMMIT"), {}),
+                        (text("BEGIN"), {}),
+                        (add, {"n": 2}),
+                    ],
+                )
+                # The first transaction is committed, the second still open.
+                assert stored() == [1]
+                assert not transaction_idle(session)
+                session.commit()
+                assert stored() == [1, 2]
+                pipelined(session, [(text("BEGIN"), {}), (add, {"n": 3})])
+            # Left open at the end of the block: rolled back, and the connection opens
+            # transactions again.
+            assert stored() == [1, 2]
+            driver = session.connection().connection.driver_connection
+            assert driver.autocommit is False
+            session.execute(add, {"n": 4})
+            session.rollback()
+            assert stored() == [1, 2]
+
+            with (
+                pytest.raises(psycopg.errors.DivisionByZero),
+                explicit_transactions(session),
+            ):
+                pipelined(session, [(text("BEGIN"), {}), (text("SELECT 1 / 0"), {})])
+            assert session.connection().connection.driver_connection.autocommit is False
+            session.rollback()
     finally:
         with engine.begin() as connection:
             connection.execute(text("DROP TABLE scratch"))
