@@ -133,10 +133,13 @@ def relaxed_rows(
         if commit:
             session.commit()
         return [tuple(row) for row in rows]
-    return pipelined(session, [(_RELAX, {}), (statement, params)], commit=commit)[1]
+    return pipelined(session, [(RELAX_COMMIT, {}), (statement, params)], commit=commit)[1]
 
 
-_RELAX = text("SET LOCAL synchronous_commit TO OFF")
+# For pipelines in explicit_transactions.
+BEGIN = text("BEGIN")
+COMMIT = text("COMMIT")
+RELAX_COMMIT = text("SET LOCAL synchronous_commit TO OFF")
 
 
 def autocommitted_row(

@@ -29,7 +29,6 @@ from sqlalchemy import (
     null,
     or_,
     select,
-    text,
     type_coerce,
     union_all,
     update,
@@ -37,6 +36,8 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 
 from telephony_service.db import (
+    BEGIN,
+    COMMIT,
     autocommitted_row,
     dialect_insert,
     explicit_transactions,
@@ -378,10 +379,10 @@ def _claim_and_read(session: Session, message_id: int, now: datetime) -> _Read |
         [
             # A transaction of its own, explicitly: a pipeline's statements up to its end
             # would otherwise make one implicit transaction with the BEGIN after them.
-            (_BEGIN, {}),
+            (BEGIN, {}),
             (_claim_statement(), {"message_id": message_id, "now": now}),
-            (_COMMIT, {}),
-            (_BEGIN, {}),
+            (COMMIT, {}),
+            (BEGIN, {}),
             (_recipient_statement(True, True), {"message_id": message_id}),
             (_own_statement(), {"message_id": message_id, "claim": now, "now": now}),
             (_history_statement(True, True), _history_params(None, None, message_id, now)),
@@ -411,10 +412,6 @@ def _claim_and_read(session: Session, message_id: int, now: datetime) -> _Read |
         history=_history_from(history_rows, now, sent_today),
         now=now,
     )
-
-
-_BEGIN = text("BEGIN")
-_COMMIT = text("COMMIT")
 
 
 def _read_claimed(

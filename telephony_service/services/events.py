@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -12,7 +13,17 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from telephony_service.db import autocommitted_row, relaxed_rows, table
+from telephony_service.db import (
+    BEGIN,
+    COMMIT,
+    RELAX_COMMIT,
+    autocommitted_row,
+    explicit_transactions,
+    pipelined,
+    relaxed_rows,
+    table,
+    transaction_idle,
+)
 from telephony_service.gateways.base import redact
 from telephony_service.models import WebhookEvent
 from telephony_service.services import intake
@@ -128,10 +139,25 @@ def process(session: Session, event_id: int, *, now: datetime, base_url: str) ->
     Unknown or already applied ids are a quiet no-op, so a duplicate job changes nothing.
     Returns the ids of texts the event made ready to send now.
     """
+    if session.get_bind().dialect.name == "postgresql" and transaction_idle(session):
+        with explicit_transactions(session):
+            counted, taken = _count_and_take(session, event_id, now)
+            if not counted:
+                session.rollback()
+                return []
+            return _apply(
+                session, event_id, lambda: intake.apply_taken(session, taken, base_url=base_url)
+            )
     if not _count_attempt(session, event_id):
         return []
+    return _apply(
+        session, event_id, lambda: intake.apply_event(session, event_id, now=now, base_url=base_url)
+    )
+
+
+def _apply(session: Session, event_id: int, apply: Callable[[], list[int] | None]) -> list[int]:
     try:
-        return intake.apply_event(session, event_id, now=now, base_url=base_url) or []
+        return apply() or []
     except Exception as exc:
         session.rollback()
         # Database errors quote the rows they hit (PostgreSQL's DETAIL line names the key,
@@ -139,6 +165,28 @@ def process(session: Session, event_id: int, *, now: datetime, base_url: str) ->
         summary = _describe(exc)
         _record_failure(session, event_id, summary)
         raise EventFailed(f"webhook event {event_id}: {summary}") from None
+
+
+def _count_and_take(
+    session: Session, event_id: int, now: datetime
+) -> tuple[bool, Sequence[tuple[Any, ...]]]:
+    """_count_attempt, then the take of intake.apply_event, in one round trip (PostgreSQL,
+    inside explicit_transactions): the count committed in a transaction of its own, the
+    event taken in the transaction that goes on to apply it. Both commits relaxed, as
+    relaxed_rows relaxes them when they go apart."""
+    rows = pipelined(
+        session,
+        [
+            (BEGIN, {}),
+            (RELAX_COMMIT, {}),
+            (_count_statement(), {"event_id": event_id}),
+            (COMMIT, {}),
+            (BEGIN, {}),
+            (RELAX_COMMIT, {}),
+            (intake.take_event_statement(), {"event_id": event_id, "now": now}),
+        ],
+    )
+    return bool(rows[2]), rows[6]
 
 
 def _describe(exc: Exception) -> str:

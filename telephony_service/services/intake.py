@@ -6,7 +6,7 @@ import functools
 import hashlib
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -56,11 +56,21 @@ def apply_event(
     Returns the ids of texts it made ready to send now (a text-back), or None when there
     was nothing to do (unknown id, already applied).
     """
-    # Marked applied first, in the statement that locks it and reads it: a concurrent job
-    # for the same event waits here, then finds it applied and does nothing. A failure
-    # rolls the mark back with everything else. Not waiting for the disk at the commit:
-    # an event lost with a crashed database is still unapplied, and the relay applies it.
-    taken = relaxed_rows(session, _take_event_statement(), {"event_id": event_id, "now": now})
+    # Not waiting for the disk at the commit: an event lost with a crashed database is
+    # still unapplied, and the relay applies it.
+    taken = relaxed_rows(session, take_event_statement(), {"event_id": event_id, "now": now})
+    return apply_taken(session, taken, base_url=base_url)
+
+
+def apply_taken(
+    session: Session, taken: Sequence[tuple[Any, ...]], *, base_url: str
+) -> list[int] | None:
+    """apply_event, from the rows take_event_statement gave in the session's transaction.
+
+    The event is marked applied first, in the statement that locks it and reads it: a
+    concurrent job for the same event waits there, then finds it applied and does
+    nothing. A failure rolls the mark back with everything else.
+    """
     if not taken:
         session.rollback()
         return None
@@ -75,7 +85,8 @@ def apply_event(
 
 
 @functools.cache
-def _take_event_statement() -> Update:
+def take_event_statement() -> Update:
+    """Mark an event ("event_id") applied ("now"), if it is not, returning what it holds."""
     events = table(WebhookEvent)
     return (
         update(events)
