@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import phonenumbers
 from phonenumbers import timezone as phone_timezone
 
@@ -21,6 +23,8 @@ def _is_withheld(raw: str) -> bool:
     return digits in _WITHHELD_DIGITS or (digits.startswith("1") and digits[1:] in _WITHHELD_DIGITS)
 
 
+# Every missed call parses the practice's number and the caller's, more than once.
+@functools.lru_cache(maxsize=4096)
 def normalise_phone(raw: str | None, default_region: str = "US") -> str | None:
     if raw is None:
         return None
