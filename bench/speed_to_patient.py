@@ -117,6 +117,8 @@ OPEN_ALL_WEEK = [f"{day}=08:00-20:00" for day in ("mon", "tue", "wed", "thu", "f
 # The issue's targets.
 MIN_SMS_OVER_NOOP = 0.5
 MIN_SMS_JOBS_PER_S = 60.0
+MAX_P50_AT_RATE_MS = 20.0
+MAX_P99_AT_RATE_MS = 50.0
 MAX_RATE_OVER_LIMIT = 1.1
 MAX_WORKER_PSS_MB = 80.0
 
@@ -1385,7 +1387,18 @@ def run(args: argparse.Namespace, stack: Stack) -> dict[str, Any]:
     sms_rate = jobs["sms_jobs_per_s"]["median"]
     ratio = jobs["sms_over_noop"]["median_of_round_ratios"]
     worst_pss = max(m["pss_mb"] for m in memories.values())
+    latency = steady["latency_call_to_sms"]
+    p50, p99 = latency.get("p50_ms"), latency.get("p99_ms")
     targets: dict[str, Any] = {
+        "latency_at_rate": {
+            "target": f"p50 <= {MAX_P50_AT_RATE_MS:.0f} ms and p99 <= {MAX_P99_AT_RATE_MS:.0f} ms "
+            f"at {args.rate:g} calls/s",
+            "value": {"p50_ms": p50, "p99_ms": p99},
+            "met": p50 is not None
+            and p99 is not None
+            and p50 <= MAX_P50_AT_RATE_MS
+            and p99 <= MAX_P99_AT_RATE_MS,
+        },
         "exactly_one_text_per_number": {
             "target": "every number exactly 1 text (no duplicates, no losses)",
             "value": {k: recheck[k] for k in ("min", "max", "with_0", "with_more_than_1")},
