@@ -198,7 +198,7 @@ def pipelined(
     after the other, as if sent one by one; each one's rows. With `commit`, the COMMIT
     goes in the same trip and the session's transaction ends.
 
-    For the send's transaction, whose statements do not depend on each other's answers:
+    For a send's and an event's statements that do not depend on each other's answers:
     a round trip and SQLAlchemy's execution of each cost more than PostgreSQL takes to run
     them. Values go to the driver as given (JSON wrapped in psycopg's Jsonb), and rows come
     back as the driver reads them (no SQLAlchemy result types). A failing statement fails
@@ -223,6 +223,8 @@ def pipelined(
         if commit:
             driver.commit()
     rows = [cursor.fetchall() if cursor.description is not None else [] for cursor in cursors]
+    for cursor in cursors:
+        cursor.close()
     if commit:
         # The driver has committed; SQLAlchemy's COMMIT finds nothing left to send.
         session.commit()
