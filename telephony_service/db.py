@@ -157,12 +157,7 @@ def autocommitted_row(
     """
     if engine.dialect.name != "postgresql":
         raise ValueError("autocommitted_row speaks psycopg: PostgreSQL only")
-    # What the models' UTC column type would refuse: PostgreSQL reads a naive time as its
-    # own zone's.
-    if any(isinstance(value, datetime) and value.tzinfo is None for value in params.values()):
-        raise ValueError("naive datetime given to a UTC column")
-    sql, constants = _driver_sql(statement, engine.dialect, tuple(sorted(params)))
-    values = constants | dict(params)
+    sql, values = _for_driver(statement, engine.dialect, params)
     for attempt in (1, 2):
         pooled = engine.raw_connection()
         connection = pooled.driver_connection
@@ -207,12 +202,7 @@ def pipelined(
     bind = session.get_bind()
     if bind.dialect.name != "postgresql":
         raise ValueError("pipelined speaks psycopg: PostgreSQL only")
-    runs = []
-    for statement, params in statements:
-        if any(isinstance(value, datetime) and value.tzinfo is None for value in params.values()):
-            raise ValueError("naive datetime given to a UTC column")
-        sql, constants = _driver_sql(statement, bind.dialect, tuple(sorted(params)))
-        runs.append((sql, constants | dict(params)))
+    runs = [_for_driver(statement, bind.dialect, params) for statement, params in statements]
     driver = _driver(session)
     cursors = []
     with driver.pipeline():
@@ -229,6 +219,18 @@ def pipelined(
         # The driver has committed; SQLAlchemy's COMMIT finds nothing left to send.
         session.commit()
     return rows
+
+
+def _for_driver(
+    statement: ClauseElement, dialect: Dialect, params: Mapping[str, Any]
+) -> tuple[str, dict[str, Any]]:
+    """The SQL psycopg runs for `statement`, and all its values (`params` and its own)."""
+    # What the models' UTC column type would refuse: PostgreSQL reads a naive time as its
+    # own zone's.
+    if any(isinstance(value, datetime) and value.tzinfo is None for value in params.values()):
+        raise ValueError("naive datetime given to a UTC column")
+    sql, constants = _driver_sql(statement, dialect, tuple(sorted(params)))
+    return sql, constants | dict(params)
 
 
 @functools.lru_cache(maxsize=64)

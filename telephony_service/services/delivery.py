@@ -405,7 +405,7 @@ def _claim_and_read(session: Session, message_id: int, now: datetime) -> _Read |
     today = _local_day(practice, now)
     sent_today = next((sent for day, sent in day_counts if day == today), 0)
     return _Read(
-        contact=_Recipient(*locked_contact[0][: len(_RECIPIENT_COLUMNS)]),
+        contact=_recipient_of(locked_contact[0]),
         message=message,
         task=task,
         practice=practice,
@@ -434,14 +434,14 @@ def _read_claimed(
         owned = _owned(owned_rows)
         if owned is None:
             return None
-        contact = _Recipient(*locked_contact[0][: len(_RECIPIENT_COLUMNS)])
+        contact = _recipient_of(locked_contact[0])
     else:
         # The conditional write takes SQLite's one write lock first: the contact and the
         # history read after it cannot change until this send's outcome is stored.
         owned = _owned(session.execute(_own_statement(), own_params).all())
         if owned is None:
             return None
-        contact = _recipient(session, claim.contact_id, lock=False)
+        contact = _recipient(session, claim.contact_id)
         history_rows = session.execute(_history_statement(True, False), history_params).all()
     message, task = owned
     return _Read(
@@ -733,8 +733,14 @@ def _own_statement() -> Any:
     )
 
 
-def _recipient(session: Session, contact_id: int, *, lock: bool) -> _Recipient:
-    row = session.execute(_recipient_statement(lock, False), {"contact_id": contact_id}).one()
+def _recipient(session: Session, contact_id: int) -> _Recipient:
+    """The contact, read without a lock (SQLite: the send's conditional write holds it)."""
+    row = session.execute(_recipient_statement(False, False), {"contact_id": contact_id}).one()
+    return _recipient_of(row)
+
+
+def _recipient_of(row: Sequence[Any]) -> _Recipient:
+    # A locked read carries set_config's answer after the contact's columns.
     return _Recipient(*row[: len(_RECIPIENT_COLUMNS)])
 
 
@@ -929,7 +935,7 @@ def _history(
     params = _history_params(practice, contact_id, message_id, now)
     # One statement for every count the caps take: a round trip each was most of a send's
     # database time.
-    rows = session.execute(_history_statement(message_id is not None), params).all()
+    rows = session.execute(_history_statement(message_id is not None, False), params).all()
     return _history_from(rows, now)
 
 
@@ -988,7 +994,7 @@ _CALL = "call"
 
 
 @functools.cache
-def _history_statement(leave_out_message: bool, by_message: bool = False) -> Any:
+def _history_statement(leave_out_message: bool, by_message: bool) -> Any:
     """Rows of (count, at, kind): the practice's texts sent today, once, then the contact's
     texts of the last week and its call attempts of the last day. By_message: the contact
     of "message_id", and no count (_day_counts_statement reads it)."""
@@ -997,16 +1003,7 @@ def _history_statement(leave_out_message: bool, by_message: bool = False) -> Any
     attempts = table(CallAttempt)
     stamp = messages.c.sent_at.type
     when = func.coalesce(messages.c.sent_at, messages.c.claimed_at)
-    counts = table(PracticeSendCount)
     contact = _of_message("contact_id", by_message)
-    sent_today = (
-        select(counts.c.sent)
-        .where(counts.c.practice_id == bindparam("practice_id"), counts.c.day == bindparam("day"))
-        .scalar_subquery()
-    )
-    today = select(
-        func.coalesce(sent_today, 0), type_coerce(null(), stamp), type_coerce(null(), String())
-    )
     texts = select(null(), when, messages.c.kind).where(
         messages.c.contact_id == contact,
         when.is_not(None),
@@ -1025,6 +1022,15 @@ def _history_statement(leave_out_message: bool, by_message: bool = False) -> Any
     )
     if by_message:
         return union_all(texts, calls)
+    counts = table(PracticeSendCount)
+    sent_today = (
+        select(counts.c.sent)
+        .where(counts.c.practice_id == bindparam("practice_id"), counts.c.day == bindparam("day"))
+        .scalar_subquery()
+    )
+    today = select(
+        func.coalesce(sent_today, 0), type_coerce(null(), stamp), type_coerce(null(), String())
+    )
     return union_all(today, texts, calls)
 
 
