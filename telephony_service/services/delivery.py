@@ -144,17 +144,23 @@ def queue_text(
     attempt: int,
     now: datetime,
     base_url: str,
+    new_thread: bool = False,
 ) -> Message | None:
     """Write a text to the outbox, due now. None if this key was already written.
 
     The body is rendered here, once: what is sent is what the outbox shows.
+    `new_thread`: the task and the contact were both created in this transaction, so no
+    text has this key and the contact has none at all; the question is not asked.
     """
-    # Both questions in one round trip; the answer to the second is wasted only on a
-    # duplicate, which is rare.
-    written, earlier = session.execute(
-        _written_statement(),
-        {"dedupe_key": dedupe_key, "contact_id": contact.id, "since": now - THREAD_GAP},
-    ).one()
+    written: int | None = None
+    earlier: int | None = None
+    if not new_thread:
+        # Both questions in one round trip; the answer to the second is wasted only on a
+        # duplicate, which is rare.
+        written, earlier = session.execute(
+            _written_statement(),
+            {"dedupe_key": dedupe_key, "contact_id": contact.id, "since": now - THREAD_GAP},
+        ).one()
     if written is not None:
         return None
     context: dict[str, Any] = {

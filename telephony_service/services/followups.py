@@ -16,7 +16,7 @@ from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from telephony_service.cache import TtlCache
-from telephony_service.db import dialect_insert, locked, table
+from telephony_service.db import at_commit, dialect_insert, locked, table
 from telephony_service.domain.cadence import (
     DEFAULT_CADENCES,
     Action,
@@ -109,9 +109,13 @@ def start(
     *,
     now: datetime,
     base_url: str,
+    new_contact: bool = False,
 ) -> Outcome:
     """Schedule a new task's first step, and run it at once if it is due now (the
-    text-back after a missed call must not wait for the scheduler's next pass)."""
+    text-back after a missed call must not wait for the scheduler's next pass).
+
+    `new_contact`: the contact was created in this transaction, so it has no texts yet.
+    """
     steps = cadence_for(session, practice.id, task.category)
     due = step_due(steps[0], previous=now, sla_due=task.due_at, calendar=calendar_for(practice))
     # Not added to the session: the step is written below, with its successor, once its
@@ -140,6 +144,7 @@ def start(
             now=now,
             base_url=base_url,
             outcome=outcome,
+            new_thread=new_contact,
         )
         if following is not None:
             rows.append(following)
@@ -203,8 +208,12 @@ def _run(
     now: datetime,
     base_url: str,
     outcome: Outcome,
+    new_thread: bool = False,
 ) -> FollowUp | None:
-    """Run a step; returns its successor, for the caller to write (None: the last one)."""
+    """Run a step; returns its successor, for the caller to write (None: the last one).
+
+    `new_thread`: the task and its contact are new in this transaction (queue_text).
+    """
     index = min(followup.step, len(steps) - 1)
     action = Action(followup.action)
     if action is Action.CLOSE:
@@ -240,6 +249,7 @@ def _run(
                 attempt=followup.step,
                 now=now,
                 base_url=base_url,
+                new_thread=new_thread,
             )
             if message is not None:
                 outcome.messages.append(message.id)
@@ -279,9 +289,12 @@ _STEP_COLUMNS = (
 
 
 def _write_steps(session: Session, rows: list[FollowUp]) -> None:
-    """Insert steps in one statement. (task, step) is unique and a step that exists
-    already is left as it is, so a step run twice never schedules its successor twice."""
-    session.execute(
+    """Insert steps in one statement, or with the commit where the caller allows it (see
+    db.at_commit: nothing reads the schedule back before it). (task, step) is unique and a
+    step that exists already is left as it is, so a step run twice never schedules its
+    successor twice."""
+    at_commit(
+        session,
         _steps_statement(session.get_bind().dialect.name),
         [{name: getattr(row, name) for name in _STEP_COLUMNS} for row in rows],
     )

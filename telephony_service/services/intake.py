@@ -11,11 +11,18 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import Row, Select, Update, bindparam, select, update
+from sqlalchemy import Boolean, Row, Select, Update, bindparam, literal_column, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from telephony_service.db import dialect_insert, relaxed_rows, table
+from telephony_service.db import (
+    at_commit,
+    commit,
+    dialect_insert,
+    relaxed_rows,
+    table,
+    writes_at_commit,
+)
 from telephony_service.domain.categories import BASE_PRIORITY, INQUIRY_CATEGORIES, Category
 from telephony_service.domain.phones import mask_phone, normalise_phone
 from telephony_service.domain.sla import first_response_due
@@ -30,7 +37,7 @@ from telephony_service.models import (
 )
 from telephony_service.parsing import int_or_none
 from telephony_service.services import consent, delivery, followups, inbound
-from telephony_service.services.practices import calendar_for
+from telephony_service.services.practices import calendar_for, practice_by_number
 
 log = logging.getLogger(__name__)
 
@@ -78,9 +85,10 @@ def apply_taken(
     handler = _HANDLERS.get(kind)
     if handler is None:
         raise ValueError(f"no handler for webhook event kind {kind!r}")
-    # UTC, as the models give it (the driver gives the server's zone).
-    ready = handler(session, params, received_at.astimezone(UTC), base_url)
-    session.commit()
+    with writes_at_commit(session):
+        # UTC, as the models give it (the driver gives the server's zone).
+        ready = handler(session, params, received_at.astimezone(UTC), base_url)
+        commit(session)
     return ready or []
 
 
@@ -110,8 +118,11 @@ def _voice_status(
         return None
 
     caller = normalise_phone(params.get("From"))
-    contact = _lock_contact(session, practice.id, caller, at) if caller else None
-    task = _open_task(session, contact) if contact is not None else None
+    contact, new_contact = (
+        _lock_caller(session, practice.id, caller, at) if caller else (None, False)
+    )
+    # A contact this very statement created has no task to merge into.
+    task = _open_task(session, contact) if contact is not None and not new_contact else None
     if task is not None:
         task.call_count += 1
         task.priority += REPEAT_CALL_BOOST
@@ -135,9 +146,9 @@ def _voice_status(
         )
         _timeline(session, task, at, "created", data={"source": "phone"})
         ready = followups.start(
-            session, practice, task, contact, now=at, base_url=base_url
+            session, practice, task, contact, now=at, base_url=base_url, new_contact=new_contact
         ).messages
-    session.execute(_link_call_statement(), {"call_id": call.id, "new_task_id": task.id})
+    at_commit(session, _link_call_statement(), {"call_id": call.id, "new_task_id": task.id})
     if call.recording_sid:
         _attach_voicemail(session, task, call.recording_sid, call.recording_duration, at)
     if call.transcription:
@@ -400,17 +411,12 @@ def _practice_by_number(session: Session, raw: Any) -> Practice | None:
     number = normalise_phone(raw if isinstance(raw, str) else None)
     if number is None:
         return None
-    return session.scalar(_practice_statement(), {"number": number})
+    return practice_by_number(session, number)
 
 
 # The statements every missed call runs are built once: building and keying a fresh
 # statement (an upsert's `excluded` columns above all) costs more CPU than PostgreSQL
 # takes to run it.
-
-
-@functools.cache
-def _practice_statement() -> Select[Practice]:
-    return select(Practice).where(Practice.twilio_number == bindparam("number"))
 
 
 def _end_call(session: Session, params: dict[str, Any], practice_id: int, at: datetime) -> Row[Any]:
@@ -467,6 +473,24 @@ def _lock_contact(session: Session, practice_id: int, phone: str, at: datetime) 
     return _upsert_locked(
         session, Contact, {"practice_id": practice_id, "phone": phone, "created_at": at}
     )
+
+
+def _lock_caller(
+    session: Session, practice_id: int, phone: str, at: datetime
+) -> tuple[Contact, bool]:
+    """_lock_contact, and whether this statement created the contact (on PostgreSQL, where
+    the row an INSERT wrote has no xmax; elsewhere False: not known)."""
+    if _dialect(session) != "postgresql":
+        return _lock_contact(session, practice_id, phone, at), False
+    values = {"practice_id": practice_id, "phone": phone, "created_at": at}
+    contact, created = session.execute(_lock_caller_statement(), values).one()
+    return contact, bool(created)
+
+
+@functools.cache
+def _lock_caller_statement() -> Any:
+    statement = _upsert_locked_statement("postgresql", Contact)
+    return statement.returning(literal_column("xmax = 0", Boolean))
 
 
 _Model = TypeVar("_Model", Call, Contact)

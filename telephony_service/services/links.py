@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import secrets
@@ -9,9 +10,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
-from sqlalchemy import select, update
+from sqlalchemy import Insert, insert, select, update
 from sqlalchemy.orm import Session
 
+from telephony_service.db import at_commit, table
 from telephony_service.domain.calendar import BusinessCalendar
 from telephony_service.domain.statuses import TaskStatus, is_open
 from telephony_service.models import Link, Practice, Task, TaskEvent
@@ -35,13 +37,13 @@ def create_link(
     task_id: int | None,
     now: datetime,
     ttl: timedelta = LINK_TTL,
-) -> tuple[Link, str]:
-    """A new link row and its token; only the token's hash is stored."""
+) -> str:
+    """A new link; returns its token (only the token's hash is stored)."""
     token = new_token()
-    link = add_link(
+    add_link(
         session, token, practice_id=practice_id, task_id=task_id, message_id=None, now=now, ttl=ttl
     )
-    return link, token
+    return token
 
 
 def new_token() -> str:
@@ -57,19 +59,27 @@ def add_link(
     message_id: int | None,
     now: datetime,
     ttl: timedelta = LINK_TTL,
-) -> Link:
-    """Store a link for a token already written into a text (only the token's hash)."""
-    link = Link(
-        token_hash=hash_token(token),
-        practice_id=practice_id,
-        task_id=task_id,
-        message_id=message_id,
-        created_at=now,
-        expires_at=now + ttl,
-        opens=0,
-    )
-    session.add(link)
-    return link
+) -> None:
+    """Store a link for a token already written into a text (only the token's hash).
+
+    Written with the commit where the caller allows it (db.at_commit): nothing reads a
+    link before the patient opens it.
+    """
+    values = {
+        "token_hash": hash_token(token),
+        "practice_id": practice_id,
+        "task_id": task_id,
+        "message_id": message_id,
+        "created_at": now,
+        "expires_at": now + ttl,
+        "opens": 0,
+    }
+    at_commit(session, _insert_statement(), values)
+
+
+@functools.cache
+def _insert_statement() -> Insert:
+    return insert(table(Link))
 
 
 def link_url(base_url: str, token: str) -> str:

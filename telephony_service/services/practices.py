@@ -14,9 +14,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import null, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, make_transient_to_detached, sessionmaker
 
 from telephony_service.cache import TtlCache
+from telephony_service.db import table
 from telephony_service.domain.calendar import (
     DAY_KEYS,
     DEFAULT_HOURS,
@@ -141,6 +142,7 @@ def set_business_hours(session: Session, practice_id: int, changes: list[str]) -
     practice.business_hours = week
     session.flush()
     _calendars.clear()
+    _by_number.clear()
     return practice
 
 
@@ -251,6 +253,7 @@ def set_texting_hours(
     """
     practice = _practice(session, practice_id)
     _policies.clear()
+    _by_number.clear()
     if hours is None:
         # SQL NULL, not the JSON null that assigning None would store.
         session.execute(
@@ -279,6 +282,7 @@ def set_daily_send_cap(session: Session, practice_id: int, cap: int) -> Practice
     practice.daily_send_cap = cap
     session.flush()
     _policies.clear()
+    _by_number.clear()
     return practice
 
 
@@ -290,6 +294,40 @@ def add_closure(session: Session, practice_id: int, day: date, reason: str | Non
     except IntegrityError:
         raise InvalidInput(f"{day} is already a closure day") from None
     _calendars.clear()
+
+
+# Every missed call, reply and delivery receipt a worker applies starts with the practice
+# that owns the called number. Its SELECT, the first statement of the job after a quiet
+# moment, cost over a millisecond of the text-back's time (ORM load included); a copy of
+# the row is kept instead, as the calendar and the texting policy are.
+_by_number: TtlCache[str, Practice | None] = TtlCache(ttl=30.0)
+
+
+def practice_by_number(session: Session, number: str) -> Practice | None:
+    """The practice that owns an E.164 number, as a row of `session` (its relationships
+    load there as usual), read from the database at most once per TTL in this process.
+
+    A number no practice owns is not remembered: a practice added since answers at once.
+    """
+    cached = _by_number.get(number, lambda: _detached_practice(session, number))
+    if cached is None:
+        _by_number.discard(number)
+        return None
+    # A copy of the cached row joins the session as if loaded: no query, and the cached
+    # row itself never belongs to a session (threads and jobs share it).
+    return session.merge(cached, load=False)
+
+
+def _detached_practice(session: Session, number: str) -> Practice | None:
+    practices = table(Practice)
+    row = session.execute(
+        select(practices).where(practices.c.twilio_number == number)
+    ).one_or_none()
+    if row is None:
+        return None
+    practice = Practice(**row._asdict())
+    make_transient_to_detached(practice)
+    return practice
 
 
 def get_practice(session: Session, practice_id: int) -> Practice:

@@ -1,5 +1,6 @@
 """db.autocommitted_row (the webhook's insert and the send's claim), db.pipelined (the send's
-transaction) and db.relaxed_rows (applying an event), through psycopg on PostgreSQL."""
+transaction), db.relaxed_rows (applying an event) and db.at_commit (an event's last writes),
+through psycopg on PostgreSQL."""
 
 from __future__ import annotations
 
@@ -8,14 +9,18 @@ from datetime import datetime
 import psycopg
 import pytest
 from sqlalchemy import column, insert, select, table, text, update
+from sqlalchemy.orm import Session
 
 from telephony_service.db import (
+    at_commit,
     autocommitted_row,
+    commit,
     explicit_transactions,
     make_engine,
     pipelined,
     relaxed_rows,
     transaction_idle,
+    writes_at_commit,
 )
 from telephony_service.wiring import Services
 
@@ -194,6 +199,61 @@ def test_it_lets_pipelined_statements_open_and_end_their_own_transactions(
                 pipelined(session, [(text("BEGIN"), {}), (text("SELECT 1 / 0"), {})])
             assert session.connection().connection.driver_connection.autocommit is False
             session.rollback()
+    finally:
+        with engine.begin() as connection:
+            connection.execute(text("DROP TABLE scratch"))
+
+
+def _scratch_rows(session: Session) -> list[int]:
+    return list(session.execute(text("SELECT n FROM scratch ORDER BY n")).scalars())
+
+
+def test_it_holds_writes_for_the_commit_and_sends_them_with_it(services: Services) -> None:
+    engine = services.engine
+    with engine.begin() as connection:
+        connection.execute(text("CREATE TABLE scratch (n integer)"))
+    statement = insert(SCRATCH).values(n=text(":n"))
+    try:
+        with services.session() as session:
+            session.execute(text("INSERT INTO scratch VALUES (1)"))
+            with writes_at_commit(session):
+                at_commit(session, statement, {"n": 2})
+                at_commit(session, statement, [{"n": 3}, {"n": 4}])
+                if engine.dialect.name == "postgresql":
+                    # Waiting: not even this transaction sees them yet.
+                    assert _scratch_rows(session) == [1]
+                else:
+                    # SQLite has no pipeline to send them in: written at once.
+                    assert _scratch_rows(session) == [1, 2, 3, 4]
+                commit(session)
+            # Nothing waits any more: the next write goes at once.
+            at_commit(session, statement, {"n": 5})
+            assert _scratch_rows(session) == [1, 2, 3, 4, 5]
+            session.rollback()
+        with engine.connect() as connection:
+            assert connection.execute(text("SELECT count(*) FROM scratch")).scalar_one() == 4
+    finally:
+        with engine.begin() as connection:
+            connection.execute(text("DROP TABLE scratch"))
+
+
+def test_it_drops_the_waiting_writes_of_a_block_left_without_commit(services: Services) -> None:
+    engine = services.engine
+    with engine.begin() as connection:
+        connection.execute(text("CREATE TABLE scratch (n integer)"))
+    statement = insert(SCRATCH).values(n=text(":n"))
+    try:
+        with services.session() as session:
+            with pytest.raises(RuntimeError), writes_at_commit(session):
+                at_commit(session, statement, {"n": 1})
+                raise RuntimeError("the job failed")
+            session.rollback()
+            # The session's next transaction neither waits nor carries them.
+            at_commit(session, statement, {"n": 2})
+            assert _scratch_rows(session) == [2]
+            commit(session)
+        with engine.connect() as connection:
+            assert connection.execute(text("SELECT n FROM scratch")).scalars().all() == [2]
     finally:
         with engine.begin() as connection:
             connection.execute(text("DROP TABLE scratch"))

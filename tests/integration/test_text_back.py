@@ -9,14 +9,17 @@ from flask.testing import FlaskClient
 from redis import Redis
 from sqlalchemy import select, text
 
+from telephony_service.domain.statuses import TaskStatus
 from telephony_service.models import (
     ConsentChange,
     Contact,
     Message,
     PracticeSendCount,
+    Task,
     TaskEvent,
 )
 from telephony_service.services import delivery
+from telephony_service.services.tasks import change_status
 from telephony_service.wiring import Services
 from tests.conftest import FakeClock
 from tests.helpers import (
@@ -83,6 +86,35 @@ def test_it_never_texts_back_twice_for_merged_calls(
     [task] = tasks_of(services)
     assert task.call_count == 2
     assert task.cadence_stop_reason == "inbound_call"
+
+
+def test_it_puts_the_opt_out_line_only_on_the_first_text_of_a_patients_thread(
+    services: Services,
+    client: FlaskClient,
+    worker_redis: Redis,
+    twilio_messages: FakeMessages,
+    clock: FakeClock,
+) -> None:
+    make_practice(services)
+    call_ended(client, new_sid("CA"))
+    run_jobs(services, worker_redis)
+    with services.session() as session:
+        [task] = session.scalars(select(Task)).all()
+        change_status(session, task, TaskStatus.CLOSED_RESOLVED, now=clock())
+        session.commit()
+    # A day later (one automated text a day) Ana calls again, and Ben for the first time.
+    clock.advance(hours=25)
+    call_ended(client, new_sid("CA"))
+    call_ended(client, new_sid("CA"), caller=BEN)
+    run_jobs(services, worker_redis)
+
+    first, again = twilio_messages.to(ANA)
+    assert "Reply STOP" in first.body
+    # Ana's thread already has its opt-out line: a new task does not start a new thread.
+    assert "STOP" not in again.body
+    assert [task.status for task in tasks_of(services)].count("new") == 2
+    [ben] = twilio_messages.to(BEN)
+    assert "Reply STOP" in ben.body
 
 
 def test_it_sends_one_text_when_the_job_runs_twice(

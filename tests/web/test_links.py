@@ -82,9 +82,7 @@ def make_task(services, practice) -> Task:
 
 def make_link(services, practice, task) -> str:
     with services.session() as session:
-        _, token = create_link(
-            session, practice_id=practice.id, task_id=task.id, now=services.clock()
-        )
+        token = create_link(session, practice_id=practice.id, task_id=task.id, now=services.clock())
         session.commit()
     return token
 

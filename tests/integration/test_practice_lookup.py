@@ -1,0 +1,107 @@
+"""Finding the practice that owns a called number, as every event a worker applies does."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import date
+from typing import Any
+
+from sqlalchemy import event
+
+from telephony_service.models import Practice
+from telephony_service.services.practices import (
+    add_closure,
+    practice_by_number,
+    set_business_hours,
+    set_daily_send_cap,
+    set_texting_hours,
+)
+from telephony_service.wiring import Services
+from tests.helpers import HARBOR_NUMBER, RIVERSIDE_NUMBER, make_practice
+
+
+@contextmanager
+def _statements(services: Services) -> Iterator[list[str]]:
+    seen: list[str] = []
+
+    def record(*args: Any) -> None:
+        seen.append(args[2])
+
+    event.listen(services.engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        event.remove(services.engine, "before_cursor_execute", record)
+
+
+def test_it_reads_the_practice_once_and_then_without_a_query(services: Services) -> None:
+    riverside = make_practice(services)
+    with services.session() as session:
+        with _statements(services) as seen:
+            first = practice_by_number(session, RIVERSIDE_NUMBER)
+        assert first is not None and first.id == riverside.id
+        assert len([sql for sql in seen if "FROM practices" in sql]) == 1
+    with services.session() as session:
+        with _statements(services) as seen:
+            again = practice_by_number(session, RIVERSIDE_NUMBER)
+            assert again is not None
+            assert (again.name, again.timezone) == ("Riverside Family Medicine", "America/New_York")
+            assert again.business_hours == riverside.business_hours
+        assert not [sql for sql in seen if "practices" in sql]
+
+
+def test_it_gives_each_session_a_row_of_its_own(services: Services) -> None:
+    riverside = make_practice(services)
+    with services.session() as session:
+        add_closure(session, riverside.id, date(2026, 12, 24), "staff training")
+        session.commit()
+    with services.session() as session:
+        practice_by_number(session, RIVERSIDE_NUMBER)
+    with services.session() as session:
+        practice = practice_by_number(session, RIVERSIDE_NUMBER)
+        assert practice is not None
+        assert practice in session
+        # Its relationships load in that session, as a queried row's do.
+        assert [closure.day for closure in practice.closures] == [date(2026, 12, 24)]
+        assert session.get(Practice, riverside.id) is practice
+        # A change made to one session's row (then thrown away) is not what the next gets.
+        practice.name = "Someone Else"
+        session.rollback()
+    with services.session() as session:
+        other = practice_by_number(session, RIVERSIDE_NUMBER)
+        assert other is not None and other.name == "Riverside Family Medicine"
+
+
+def test_it_sees_a_change_made_in_this_process_at_once(services: Services) -> None:
+    riverside = make_practice(services)
+    with services.session() as session:
+        practice_by_number(session, RIVERSIDE_NUMBER)
+    with services.session() as session:
+        set_daily_send_cap(session, riverside.id, 42)
+        session.commit()
+    with services.session() as session:
+        practice = practice_by_number(session, RIVERSIDE_NUMBER)
+        assert practice is not None and practice.daily_send_cap == 42
+    with services.session() as session:
+        set_business_hours(session, riverside.id, ["sat=09:00-12:00"])
+        session.commit()
+    with services.session() as session:
+        practice = practice_by_number(session, RIVERSIDE_NUMBER)
+        assert practice is not None and practice.business_hours["sat"] == [["09:00", "12:00"]]
+    with services.session() as session:
+        set_texting_hours(session, riverside.id, {"sun": None})
+        session.commit()
+    with services.session() as session:
+        practice = practice_by_number(session, RIVERSIDE_NUMBER)
+        assert practice is not None and practice.texting_hours is not None
+        assert practice.texting_hours["sun"] is None
+
+
+def test_it_does_not_remember_a_number_no_practice_owns(services: Services) -> None:
+    with services.session() as session:
+        assert practice_by_number(session, HARBOR_NUMBER) is None
+    harbor = make_practice(services, name="Harbor Pediatrics", number=HARBOR_NUMBER)
+    with services.session() as session:
+        found = practice_by_number(session, HARBOR_NUMBER)
+        assert found is not None and found.id == harbor.id
