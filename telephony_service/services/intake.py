@@ -85,10 +85,15 @@ def apply_taken(
     handler = _HANDLERS.get(kind)
     if handler is None:
         raise ValueError(f"no handler for webhook event kind {kind!r}")
-    with writes_at_commit(session):
-        # UTC, as the models give it (the driver gives the server's zone).
-        ready = handler(session, params, received_at.astimezone(UTC), base_url)
-        commit(session)
+    # UTC, as the models give it (the driver gives the server's zone).
+    at = received_at.astimezone(UTC)
+    if kind in _LAST_WRITES_AT_COMMIT:
+        with writes_at_commit(session):
+            ready = handler(session, params, at, base_url)
+            commit(session)
+    else:
+        ready = handler(session, params, at, base_url)
+        session.commit()
     return ready or []
 
 
@@ -190,6 +195,11 @@ def _voice_transcription(
 
 
 Handler = Callable[[Session, dict[str, Any], datetime, str], "list[int] | None"]
+
+# Events whose handler's last writes (a new task's schedule, its text's link, the call's
+# task) can wait for the commit: nothing after them reads them. Not a reply's: it starts a
+# new task's schedule and then stops it, an UPDATE that must find the rows.
+_LAST_WRITES_AT_COMMIT = frozenset({"voice.status"})
 
 _HANDLERS: dict[str, Handler] = {
     "voice.status": _voice_status,

@@ -204,6 +204,10 @@ def test_it_opens_an_sms_inquiry_for_a_text_with_no_open_task(
     assert task.category == "sms_inquiry"
     # The patient wrote to us: a call back is due, but no automated text, ever.
     assert task.next_action == "call_back"
+    with services.session() as session:
+        # The schedule the new task got was stopped in the same transaction.
+        states = session.scalars(select(FollowUp.state).where(FollowUp.task_id == task.id))
+        assert set(states) == {"canceled"}
     for day in (18, 19, 20, 23, 24, 25):
         clock.now = datetime(2026, 11, day, 15, 0, tzinfo=UTC)
         schedule_once(services)
