@@ -4,11 +4,12 @@ through psycopg on PostgreSQL."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import datetime
 
 import psycopg
 import pytest
-from sqlalchemy import column, insert, select, table, text, update
+from sqlalchemy import Insert, column, insert, select, table, text, update
 from sqlalchemy.orm import Session
 
 from telephony_service.db import (
@@ -208,52 +209,52 @@ def _scratch_rows(session: Session) -> list[int]:
     return list(session.execute(text("SELECT n FROM scratch ORDER BY n")).scalars())
 
 
-def test_it_holds_writes_for_the_commit_and_sends_them_with_it(services: Services) -> None:
-    engine = services.engine
-    with engine.begin() as connection:
+@pytest.fixture
+def scratch(services: Services) -> Iterator[Insert]:
+    """A table `scratch (n integer)` for the test; an INSERT of one value `:n` into it."""
+    with services.engine.begin() as connection:
         connection.execute(text("CREATE TABLE scratch (n integer)"))
-    statement = insert(SCRATCH).values(n=text(":n"))
     try:
-        with services.session() as session:
-            session.execute(text("INSERT INTO scratch VALUES (1)"))
-            with writes_at_commit(session):
-                at_commit(session, statement, {"n": 2})
-                at_commit(session, statement, [{"n": 3}, {"n": 4}])
-                if engine.dialect.name == "postgresql":
-                    # Waiting: not even this transaction sees them yet.
-                    assert _scratch_rows(session) == [1]
-                else:
-                    # SQLite has no pipeline to send them in: written at once.
-                    assert _scratch_rows(session) == [1, 2, 3, 4]
-                commit(session)
-            # Nothing waits any more: the next write goes at once.
-            at_commit(session, statement, {"n": 5})
-            assert _scratch_rows(session) == [1, 2, 3, 4, 5]
-            session.rollback()
-        with engine.connect() as connection:
-            assert connection.execute(text("SELECT count(*) FROM scratch")).scalar_one() == 4
+        yield insert(SCRATCH).values(n=text(":n"))
     finally:
-        with engine.begin() as connection:
+        with services.engine.begin() as connection:
             connection.execute(text("DROP TABLE scratch"))
 
 
-def test_it_drops_the_waiting_writes_of_a_block_left_without_commit(services: Services) -> None:
-    engine = services.engine
-    with engine.begin() as connection:
-        connection.execute(text("CREATE TABLE scratch (n integer)"))
-    statement = insert(SCRATCH).values(n=text(":n"))
-    try:
-        with services.session() as session:
-            with pytest.raises(RuntimeError), writes_at_commit(session):
-                at_commit(session, statement, {"n": 1})
-                raise RuntimeError("the job failed")
-            session.rollback()
-            # The session's next transaction neither waits nor carries them.
-            at_commit(session, statement, {"n": 2})
-            assert _scratch_rows(session) == [2]
+def test_it_holds_writes_for_the_commit_and_sends_them_with_it(
+    services: Services, scratch: Insert
+) -> None:
+    with services.session() as session:
+        session.execute(text("INSERT INTO scratch VALUES (1)"))
+        with writes_at_commit(session):
+            at_commit(session, scratch, {"n": 2})
+            at_commit(session, scratch, [{"n": 3}, {"n": 4}])
+            if services.engine.dialect.name == "postgresql":
+                # Waiting: not even this transaction sees them yet.
+                assert _scratch_rows(session) == [1]
+            else:
+                # SQLite has no pipeline to send them in: written at once.
+                assert _scratch_rows(session) == [1, 2, 3, 4]
             commit(session)
-        with engine.connect() as connection:
-            assert connection.execute(text("SELECT n FROM scratch")).scalars().all() == [2]
-    finally:
-        with engine.begin() as connection:
-            connection.execute(text("DROP TABLE scratch"))
+        # Nothing waits any more: the next write goes at once.
+        at_commit(session, scratch, {"n": 5})
+        assert _scratch_rows(session) == [1, 2, 3, 4, 5]
+        session.rollback()
+    with services.engine.connect() as connection:
+        assert connection.execute(text("SELECT count(*) FROM scratch")).scalar_one() == 4
+
+
+def test_it_drops_the_waiting_writes_of_a_block_left_without_commit(
+    services: Services, scratch: Insert
+) -> None:
+    with services.session() as session:
+        with pytest.raises(RuntimeError), writes_at_commit(session):
+            at_commit(session, scratch, {"n": 1})
+            raise RuntimeError("the job failed")
+        session.rollback()
+        # The session's next transaction neither waits nor carries them.
+        at_commit(session, scratch, {"n": 2})
+        assert _scratch_rows(session) == [2]
+        commit(session)
+    with services.engine.connect() as connection:
+        assert connection.execute(text("SELECT n FROM scratch")).scalars().all() == [2]
