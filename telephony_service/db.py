@@ -23,7 +23,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, make_transient_to_detached, sessionmaker
 from sqlalchemy.sql.base import Executable
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import ClauseElement
@@ -301,6 +301,15 @@ def _driver_sql(
 
 
 _Row = TypeVar("_Row")
+
+
+def attach_inserted(session: Session, row: _Row) -> _Row:
+    """A row just INSERTed with a Core statement (`row` holds every column, its id
+    included), made a row of the session as if it had been loaded: clean, so a later change
+    flushes as an UPDATE. A column left out would be loaded again when read."""
+    make_transient_to_detached(row)
+    session.add(row)
+    return row
 
 
 def locked(session: Session, model: type[_Row], row_id: int) -> _Row:

@@ -105,7 +105,6 @@ def _receive_keyword(
                     source="sms",
                     at=now,
                 )
-                intake._timeline(session, task, now, "created", data={"source": "sms"})
                 followups.start(session, practice, task, contact, now=now, base_url=base_url)
             task.flag = "revoked_consent"
             intake._timeline(session, task, now, "sms_reply", text=_text(params))
@@ -160,7 +159,6 @@ def _attach_reply(
         task = intake._new_task(
             session, practice, contact, category=Category.SMS_INQUIRY, source="sms", at=at
         )
-        intake._timeline(session, task, at, "created", data={"source": "sms"})
         intake._timeline(session, task, at, "sms_reply", text=_text(params))
         # A patient who wrote to us is real contact already: no automated texts, only the
         # call-back deadline.

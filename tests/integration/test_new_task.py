@@ -1,0 +1,90 @@
+"""A new task and the "created" line of its timeline, written with Core statements and then
+kept in the session as a loaded row."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import event, select
+
+from telephony_service.domain.categories import Category
+from telephony_service.models import Task, TaskEvent
+from telephony_service.services import intake
+from telephony_service.services.practices import calendar_for, practice_by_number
+from telephony_service.wiring import Services
+from tests.helpers import ANA, RIVERSIDE_NUMBER, make_practice
+
+
+@contextmanager
+def _statements(services: Services) -> Iterator[list[str]]:
+    seen: list[str] = []
+
+    def record(*args: Any) -> None:
+        seen.append(args[2])
+
+    event.listen(services.engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        event.remove(services.engine, "before_cursor_execute", record)
+
+
+def test_it_writes_the_task_and_its_created_line_together(services: Services) -> None:
+    make_practice(services)
+    postgres = services.engine.dialect.name == "postgresql"
+    with services.session() as session:
+        practice = practice_by_number(session, RIVERSIDE_NUMBER)
+        assert practice is not None
+        contact = intake._lock_contact(session, practice.id, ANA, services.clock())
+        calendar_for(practice)  # read once per process (its closures), not per task
+        with _statements(services) as seen:
+            task = intake._new_task(
+                session,
+                practice,
+                contact,
+                category=Category.WEB_FORM,
+                source="website",
+                at=services.clock(),
+                reason="Wants a new-patient visit",
+                created_text="Wants a new-patient visit",
+            )
+            # Every column is known: reading them asks the database nothing.
+            facts = (task.status, task.flag, task.owner_id, task.idempotency_key, task.due_at)
+        assert len(seen) == (1 if postgres else 2)
+        assert facts[:4] == ("new", None, None, None)
+        assert task in session and task.id is not None
+        # A change after the INSERT is an UPDATE of that row, as for a loaded one.
+        task.flag = "sms_undeliverable"
+        session.commit()
+    with services.session() as session:
+        stored = session.get_one(Task, task.id)
+        assert (stored.flag, stored.source, stored.category) == (
+            "sms_undeliverable",
+            "website",
+            "web_form",
+        )
+        assert stored.due_at == facts[4]
+        [line] = session.scalars(select(TaskEvent).where(TaskEvent.task_id == task.id))
+        assert (line.kind, line.text, line.data, line.at) == (
+            "created",
+            "Wants a new-patient visit",
+            {"source": "website"},
+            services.clock(),
+        )
+
+
+def test_it_keeps_the_created_line_first_on_the_timeline(services: Services) -> None:
+    make_practice(services)
+    with services.session() as session:
+        practice = practice_by_number(session, RIVERSIDE_NUMBER)
+        assert practice is not None
+        now = services.clock()
+        task = intake._new_task(
+            session, practice, None, category=Category.MISSED_CALL, source="phone", at=now
+        )
+        intake._timeline(session, task, now, "voicemail", data={"duration": 14})
+        session.commit()
+        assert [entry.kind for entry in task.timeline] == ["created", "voicemail"]
+        assert task.no_callback_number is True
