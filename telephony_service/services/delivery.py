@@ -41,6 +41,7 @@ from telephony_service.db import (
     autocommitted_row,
     dialect_insert,
     explicit_transactions,
+    insert_row,
     locked,
     pipelined,
     table,
@@ -196,8 +197,7 @@ def queue_text(
     # The key is unique: the steps that write texts run under the task's lock, so a
     # concurrent duplicate would fail this transaction whole, and its retry finds the text
     # written and returns above.
-    session.add(message)
-    session.flush()
+    insert_row(session, message)
     add_link(
         session,
         token,

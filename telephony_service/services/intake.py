@@ -32,6 +32,8 @@ from telephony_service.db import (
     attach_inserted,
     commit,
     dialect_insert,
+    insert_row,
+    insert_statement,
     relaxed_rows,
     table,
     writes_at_commit,
@@ -426,20 +428,13 @@ def _new_task(
         "flag": None,
     }
     line = {"line_text": created_text, "line_data": {"source": source}}
+    task = Task(**values)
     if _dialect(session) == "postgresql":
-        task_id = session.execute(_new_task_statement(), values | line).scalar_one()
-    else:
-        task_id = session.execute(_task_insert().returning(table(Task).c.id), values).scalar_one()
-        session.execute(_line_insert(), {"task_id": task_id, "created_at": at} | line)
-    return attach_inserted(session, Task(id=task_id, **values))
-
-
-@functools.cache
-def _task_insert() -> Insert:
-    tasks = table(Task)
-    return insert(tasks).values(
-        {column.name: bindparam(column.name, type_=column.type) for column in tasks.c[1:]}
-    )
+        task.id = session.execute(_new_task_statement(), values | line).scalar_one()
+        return attach_inserted(session, task)
+    insert_row(session, task)
+    session.execute(_line_insert(), {"task_id": task.id, "created_at": at} | line)
+    return task
 
 
 @functools.cache
@@ -458,7 +453,7 @@ def _line_insert() -> Insert:
 def _new_task_statement() -> Insert:
     """_task_insert, then _line_insert for the new id, in one statement (PostgreSQL)."""
     events = table(TaskEvent)
-    task = _task_insert().returning(table(Task).c.id).cte("task")
+    task = insert_statement(table(Task)).returning(table(Task).c.id).cte("task")
     line = select(
         task.c.id,
         bindparam("created_at", type_=events.c.at.type),

@@ -1,5 +1,5 @@
-"""A new task and the "created" line of its timeline, written with Core statements and then
-kept in the session as a loaded row."""
+"""A new task and the "created" line of its timeline, and the other rows a missed call writes,
+inserted with Core statements and then kept in the session as loaded rows."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ from typing import Any
 
 from sqlalchemy import event, select
 
+from telephony_service.db import insert_row
 from telephony_service.domain.categories import Category
-from telephony_service.models import Task, TaskEvent
+from telephony_service.models import Contact, Message, Task, TaskEvent
 from telephony_service.services import intake
 from telephony_service.services.practices import calendar_for, practice_by_number
 from telephony_service.wiring import Services
@@ -88,3 +89,38 @@ def test_it_keeps_the_created_line_first_on_the_timeline(services: Services) -> 
         session.commit()
         assert [entry.kind for entry in task.timeline] == ["created", "voicemail"]
         assert task.no_callback_number is True
+
+
+def test_it_inserts_a_row_with_its_defaults_and_keeps_it_loaded(services: Services) -> None:
+    riverside = make_practice(services)
+    with services.session() as session:
+        # Message's attempt and tries have Python defaults; neither is set here.
+        contact = insert_row(
+            session, Contact(practice_id=riverside.id, phone=ANA, created_at=services.clock())
+        )
+        message = Message(
+            practice_id=riverside.id,
+            contact_id=contact.id,
+            dedupe_key="test:1",
+            purpose="text_back",
+            kind="automated",
+            to_number=ANA,
+            from_number=RIVERSIDE_NUMBER,
+            body="Riverside Family Medicine: sorry we missed your call.",
+            segments=1,
+            status="pending",
+            not_before=services.clock(),
+            created_at=services.clock(),
+            updated_at=services.clock(),
+        )
+        with _statements(services) as seen:
+            insert_row(session, message)
+            facts = (message.attempt, message.tries, message.message_sid, contact.opted_out_at)
+        assert len(seen) == 1
+        assert facts == (0, 0, None, None)
+        assert message.id is not None and message in session
+        message.status = "claimed"
+        session.commit()
+    with services.session() as session:
+        stored = session.get_one(Message, message.id)
+        assert (stored.status, stored.attempt, stored.tries) == ("claimed", 0, 0)
