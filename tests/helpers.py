@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from flask.testing import FlaskClient
 from redis import Redis
 from rq import Queue, SimpleWorker
-from sqlalchemy import select
+from sqlalchemy import event, select
 from werkzeug.test import TestResponse
 
 from telephony_service.models import Practice, Task, WebhookEvent
@@ -162,3 +164,18 @@ def timeline_kinds(services: Services, task_id: int) -> list[str]:
 
 def api_get(client: FlaskClient, key: str, path: str) -> Any:
     return client.get(path, headers={"Authorization": f"Bearer {key}"})
+
+
+@contextmanager
+def statements(services: Services) -> Iterator[list[str]]:
+    """The SQL of every statement the services' engine runs inside the block."""
+    seen: list[str] = []
+
+    def record(*args: Any) -> None:
+        seen.append(args[2])
+
+    event.listen(services.engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        event.remove(services.engine, "before_cursor_execute", record)

@@ -3,11 +3,7 @@ inserted with Core statements and then kept in the session as loaded rows."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Any
-
-from sqlalchemy import event, select
+from sqlalchemy import select
 
 from telephony_service.db import insert_row
 from telephony_service.domain.categories import Category
@@ -15,21 +11,7 @@ from telephony_service.models import Contact, Message, Task, TaskEvent
 from telephony_service.services import intake
 from telephony_service.services.practices import calendar_for, practice_by_number
 from telephony_service.wiring import Services
-from tests.helpers import ANA, RIVERSIDE_NUMBER, make_practice
-
-
-@contextmanager
-def _statements(services: Services) -> Iterator[list[str]]:
-    seen: list[str] = []
-
-    def record(*args: Any) -> None:
-        seen.append(args[2])
-
-    event.listen(services.engine, "before_cursor_execute", record)
-    try:
-        yield seen
-    finally:
-        event.remove(services.engine, "before_cursor_execute", record)
+from tests.helpers import ANA, RIVERSIDE_NUMBER, make_practice, statements
 
 
 def test_it_writes_the_task_and_its_created_line_together(services: Services) -> None:
@@ -40,7 +22,7 @@ def test_it_writes_the_task_and_its_created_line_together(services: Services) ->
         assert practice is not None
         contact = intake._lock_contact(session, practice.id, ANA, services.clock())
         calendar_for(practice)  # read once per process (its closures), not per task
-        with _statements(services) as seen:
+        with statements(services) as seen:
             task = intake._new_task(
                 session,
                 practice,
@@ -113,7 +95,7 @@ def test_it_inserts_a_row_with_its_defaults_and_keeps_it_loaded(services: Servic
             created_at=services.clock(),
             updated_at=services.clock(),
         )
-        with _statements(services) as seen:
+        with statements(services) as seen:
             insert_row(session, message)
             facts = (message.attempt, message.tries, message.message_sid, contact.opted_out_at)
         assert len(seen) == 1

@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import date
-from typing import Any
-
-from sqlalchemy import event
 
 from telephony_service.models import Practice
 from telephony_service.services.practices import (
@@ -18,32 +13,18 @@ from telephony_service.services.practices import (
     set_texting_hours,
 )
 from telephony_service.wiring import Services
-from tests.helpers import HARBOR_NUMBER, RIVERSIDE_NUMBER, make_practice
-
-
-@contextmanager
-def _statements(services: Services) -> Iterator[list[str]]:
-    seen: list[str] = []
-
-    def record(*args: Any) -> None:
-        seen.append(args[2])
-
-    event.listen(services.engine, "before_cursor_execute", record)
-    try:
-        yield seen
-    finally:
-        event.remove(services.engine, "before_cursor_execute", record)
+from tests.helpers import HARBOR_NUMBER, RIVERSIDE_NUMBER, make_practice, statements
 
 
 def test_it_reads_the_practice_once_and_then_without_a_query(services: Services) -> None:
     riverside = make_practice(services)
     with services.session() as session:
-        with _statements(services) as seen:
+        with statements(services) as seen:
             first = practice_by_number(session, RIVERSIDE_NUMBER)
         assert first is not None and first.id == riverside.id
         assert len([sql for sql in seen if "FROM practices" in sql]) == 1
     with services.session() as session:
-        with _statements(services) as seen:
+        with statements(services) as seen:
             again = practice_by_number(session, RIVERSIDE_NUMBER)
             assert again is not None
             assert (again.name, again.timezone) == ("Riverside Family Medicine", "America/New_York")
