@@ -20,6 +20,7 @@ from sqlalchemy import (
     create_engine,
     event,
     insert,
+    inspect,
     select,
     text,
 )
@@ -235,7 +236,8 @@ def writes_at_commit(session: Session) -> Iterator[None]:
     For a job's last writes, which nothing reads back before the commit: the rows of a new
     task's schedule, its text's link, the call's task. Each would otherwise be a round trip
     of its own, at a cost (after a quiet moment) of several times what PostgreSQL takes to
-    run it. Leaving the block without `commit` drops what waits, as a rollback would.
+    run it. Leaving the block without `commit` drops what waits (the caller then rolls
+    back, as after any failure); a plain session.commit() inside it would leave them out.
     """
     if session.get_bind().dialect.name != "postgresql":
         yield
@@ -254,7 +256,9 @@ def at_commit(
 ) -> None:
     """Run a write now (a sequence of parameter sets: once for each), or with the commit
     inside writes_at_commit. Only for rows nothing in the transaction reads before it
-    commits."""
+    commits. Values must be as psycopg takes them (see pipelined: a JSON value wrapped in
+    Jsonb; no column type converts them), and a failing write fails the commit with the
+    driver's own error."""
     waiting = session.info.get(_AT_COMMIT)
     if waiting is None:
         session.execute(cast(Executable, statement), params)
@@ -308,22 +312,29 @@ _Row = TypeVar("_Row")
 def insert_row(session: Session, row: _Row) -> _Row:
     """INSERT a new ORM row with one Core statement and keep it in the session as if it
     had been loaded (attach_inserted); its id is set. A column not set on the row takes its
-    Python default, else NULL.
+    scalar Python default, else NULL (a callable or server default is not applied).
 
     For rows written on a missed call's hot path: the unit of work's flush (change
     tracking, dependency sorting, fetching the new id back) costs several times the
     statement after a quiet moment.
     """
     table = cast(Table, row.__table__)  # type: ignore[attr-defined]
+    values = column_values(row)
+    row.id = session.execute(_insert_returning_id(table), values).scalar_one()  # type: ignore[attr-defined]
+    return attach_inserted(session, row)
+
+
+def column_values(row: Any) -> dict[str, Any]:
+    """A new ORM row's columns but its id, as insert_statement takes them. A column not set
+    takes its scalar Python default, else None, and is set so on the row as well."""
+    table = cast(Table, row.__table__)
     given = row.__dict__
     for column in table.c:
         if column.key != "id" and column.key not in given:
             default = cast(Any, column.default)
             scalar = default is not None and default.is_scalar
             setattr(row, column.key, default.arg if scalar else None)
-    values = {column.key: getattr(row, column.key) for column in table.c if column.key != "id"}
-    row.id = session.execute(_insert_returning_id(table), values).scalar_one()  # type: ignore[attr-defined]
-    return attach_inserted(session, row)
+    return {column.key: getattr(row, column.key) for column in table.c if column.key != "id"}
 
 
 @functools.cache
@@ -342,10 +353,20 @@ def _insert_returning_id(table: Table) -> Insert:
 
 
 def attach_inserted(session: Session, row: _Row) -> _Row:
-    """A row just INSERTed with a Core statement (`row` holds every column, its id
-    included), made a row of the session as if it had been loaded: clean, so a later change
-    flushes as an UPDATE. A column left out would be loaded again when read."""
+    """A row whose every column is set on it, its id included (just INSERTed with a Core
+    statement, or copied from a cache), made a row of the session as if it had been
+    loaded: clean, so a later change flushes as an UPDATE. A column left out would be
+    loaded again when read.
+
+    A rollback expires such a row but does not forget it, as it forgets a row the unit of
+    work inserted; an instance still held under the same identity (one inserted in a
+    transaction rolled back since: SQLite reuses the id) gives way to this one.
+    """
     make_transient_to_detached(row)
+    key = inspect(row).key
+    stale = session.identity_map.get(key) if key is not None else None
+    if stale is not None and stale is not row:
+        session.expunge(stale)
     session.add(row)
     return row
 

@@ -30,6 +30,7 @@ from sqlalchemy.orm import Session
 from telephony_service.db import (
     at_commit,
     attach_inserted,
+    column_values,
     commit,
     dialect_insert,
     insert_row,
@@ -335,21 +336,20 @@ def create_inquiry_task(
         contact.name = inquiry.name
     if inquiry.category == Category.NEW_PATIENT_REQUEST and contact.is_known_patient is None:
         contact.is_known_patient = False
-    task = _new_task(
-        session,
-        practice,
-        contact,
-        category=inquiry.category,
-        source=inquiry.source,
-        at=now,
-        name=inquiry.name or contact.name,
-        reason=inquiry.reason,
-        created_text=inquiry.reason,
-    )
-    task.idempotency_key = idempotency_key
-    task.idempotency_hash = fingerprint
-    followups.start(session, practice, task, contact, now=now, base_url=base_url)
     try:
+        task = _new_task(
+            session,
+            practice,
+            contact,
+            category=inquiry.category,
+            source=inquiry.source,
+            at=now,
+            name=inquiry.name or contact.name,
+            reason=inquiry.reason,
+            created_text=inquiry.reason,
+            idempotency=(idempotency_key, fingerprint),
+        )
+        followups.start(session, practice, task, contact, now=now, base_url=base_url)
         session.commit()
     except IntegrityError:
         # Two requests with one Idempotency-Key raced; the other one won.
@@ -393,44 +393,43 @@ def _new_task(
     call_count: int = 0,
     next_action: str = NEXT_CALL_BACK,
     created_text: str | None = None,
+    idempotency: tuple[str | None, str] | None = None,
 ) -> Task:
     """A new task and the "created" line of its timeline (with the source, and
     `created_text`), inserted at once: its id is needed. Everything known is set before the
-    INSERT: a change after it is an UPDATE more.
+    INSERT: a change after it is an UPDATE more. `idempotency`: an API request's key and
+    its body's fingerprint (a key used already fails the INSERT: IntegrityError).
 
     Core statements, one on PostgreSQL (a data-modifying WITH), rather than the unit of
     work: after a quiet moment its flush of the task and then of the line cost a missed
     call's text-back about a millisecond. The task then joins the session as if loaded.
     """
     due = first_response_due(category, at, calendar_for(practice))
-    values: dict[str, Any] = {
-        "practice_id": practice.id,
-        "contact_id": contact.id if contact is not None else None,
-        "category": category.value,
-        "status": TaskStatus.NEW.value,
-        "priority": BASE_PRIORITY[category],
-        "name": name if name is not None else (contact.name if contact is not None else None),
-        "reason": reason,
-        "source": source,
-        "no_callback_number": contact is None,
-        "call_count": call_count,
-        "has_voicemail": False,
-        "owner_id": None,
-        "idempotency_key": None,
-        "idempotency_hash": None,
-        "created_at": at,
-        "updated_at": at,
-        "due_at": due,
-        "next_action": next_action,
-        "next_action_at": due,
-        "cadence_stopped_at": None,
-        "cadence_stop_reason": None,
-        "flag": None,
-    }
+    key, fingerprint = idempotency if idempotency is not None else (None, None)
+    task = Task(
+        practice_id=practice.id,
+        contact_id=contact.id if contact is not None else None,
+        category=category.value,
+        status=TaskStatus.NEW.value,
+        priority=BASE_PRIORITY[category],
+        name=name if name is not None else (contact.name if contact is not None else None),
+        reason=reason,
+        source=source,
+        no_callback_number=contact is None,
+        call_count=call_count,
+        has_voicemail=False,
+        idempotency_key=key,
+        idempotency_hash=fingerprint,
+        created_at=at,
+        updated_at=at,
+        due_at=due,
+        next_action=next_action,
+        next_action_at=due,
+    )
     line = {"line_text": created_text, "line_data": {"source": source}}
-    task = Task(**values)
     if _dialect(session) == "postgresql":
-        task.id = session.execute(_new_task_statement(), values | line).scalar_one()
+        values = column_values(task) | line
+        task.id = session.execute(_new_task_statement(), values).scalar_one()
         return attach_inserted(session, task)
     insert_row(session, task)
     session.execute(_line_insert(), {"task_id": task.id, "created_at": at} | line)
@@ -451,7 +450,7 @@ def _line_insert() -> Insert:
 
 @functools.cache
 def _new_task_statement() -> Insert:
-    """_task_insert, then _line_insert for the new id, in one statement (PostgreSQL)."""
+    """The task's INSERT, then _line_insert for its id, in one statement (PostgreSQL)."""
     events = table(TaskEvent)
     task = insert_statement(table(Task)).returning(table(Task).c.id).cte("task")
     line = select(

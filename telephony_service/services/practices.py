@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import functools
 import hashlib
 import re
@@ -9,15 +10,15 @@ import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import null, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, make_transient_to_detached, sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
 from telephony_service.cache import TtlCache
-from telephony_service.db import table
+from telephony_service.db import attach_inserted, table
 from telephony_service.domain.calendar import (
     DAY_KEYS,
     DEFAULT_HOURS,
@@ -298,36 +299,37 @@ def add_closure(session: Session, practice_id: int, day: date, reason: str | Non
 
 # Every missed call, reply and delivery receipt a worker applies starts with the practice
 # that owns the called number. Its SELECT, the first statement of the job after a quiet
-# moment, cost over a millisecond of the text-back's time (ORM load included); a copy of
-# the row is kept instead, as the calendar and the texting policy are.
-_by_number: TtlCache[str, Practice | None] = TtlCache(ttl=30.0)
+# moment, cost over a millisecond of the text-back's time (ORM load included); the row's
+# values are kept instead, as the calendar and the texting policy are. (Those two may be
+# built from a copy up to the TTL old: a change made in another process reaches them
+# within twice the TTL.)
+_by_number: TtlCache[str, dict[str, Any] | None] = TtlCache(ttl=30.0)
 
 
 def practice_by_number(session: Session, number: str) -> Practice | None:
     """The practice that owns an E.164 number, as a row of `session` (its relationships
-    load there as usual), read from the database at most once per TTL in this process.
+    load there as usual), read from the database about once per TTL in this process.
 
     A number no practice owns is not remembered: a practice added since answers at once.
     """
-    cached = _by_number.get(number, lambda: _detached_practice(session, number))
-    if cached is None:
+    values = _by_number.get(number, lambda: _practice_values(session, number))
+    if values is None:
         _by_number.discard(number)
         return None
-    # A copy of the cached row joins the session as if loaded: no query, and the cached
-    # row itself never belongs to a session (threads and jobs share it).
-    return session.merge(cached, load=False)
+    held = session.identity_map.get(session.identity_key(Practice, values["id"]))
+    if held is not None:
+        return cast(Practice, held)
+    # A row of this session's own, as if loaded: no query. Its JSON values are copies, so
+    # a change made to them never reaches the cache or another session.
+    return attach_inserted(session, Practice(**copy.deepcopy(values)))
 
 
-def _detached_practice(session: Session, number: str) -> Practice | None:
+def _practice_values(session: Session, number: str) -> dict[str, Any] | None:
     practices = table(Practice)
     row = session.execute(
         select(practices).where(practices.c.twilio_number == number)
     ).one_or_none()
-    if row is None:
-        return None
-    practice = Practice(**row._asdict())
-    make_transient_to_detached(practice)
-    return practice
+    return None if row is None else row._asdict()
 
 
 def get_practice(session: Session, practice_id: int) -> Practice:

@@ -258,3 +258,24 @@ def test_it_drops_the_waiting_writes_of_a_block_left_without_commit(
         commit(session)
     with services.engine.connect() as connection:
         assert connection.execute(text("SELECT n FROM scratch")).scalars().all() == [2]
+
+
+def test_it_raises_a_failing_held_write_at_commit_and_the_session_goes_on(
+    services: Services, scratch: Insert
+) -> None:
+    with services.session() as session:
+        if services.engine.dialect.name != "postgresql":
+            return  # nothing is held back on SQLite (see the test above)
+        session.execute(text("ALTER TABLE scratch ADD CONSTRAINT positive CHECK (n > 0)"))
+        session.commit()
+        with pytest.raises(psycopg.errors.CheckViolation), writes_at_commit(session):
+            session.execute(text("INSERT INTO scratch VALUES (1)"))
+            at_commit(session, scratch, {"n": -1})
+            commit(session)
+        session.rollback()
+        # Nothing of that transaction was kept, and the session works as before.
+        assert _scratch_rows(session) == []
+        with writes_at_commit(session):
+            at_commit(session, scratch, {"n": 2})
+            commit(session)
+        assert _scratch_rows(session) == [2]

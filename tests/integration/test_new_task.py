@@ -106,3 +106,35 @@ def test_it_inserts_a_row_with_its_defaults_and_keeps_it_loaded(services: Servic
     with services.session() as session:
         stored = session.get_one(Message, message.id)
         assert (stored.status, stored.attempt, stored.tries) == ("claimed", 0, 0)
+
+
+def test_it_knows_a_caller_it_has_just_created(services: Services) -> None:
+    riverside = make_practice(services)
+    postgres = services.engine.dialect.name == "postgresql"
+    with services.session() as session:
+        first, created = intake._lock_caller(session, riverside.id, ANA, services.clock())
+        session.commit()
+    with services.session() as session:
+        again, created_again = intake._lock_caller(session, riverside.id, ANA, services.clock())
+        session.commit()
+    assert first.id == again.id
+    # PostgreSQL says which upsert inserted the row; elsewhere it is not known (False).
+    assert (created, created_again) == ((True, False) if postgres else (False, False))
+
+
+def test_it_gives_way_to_a_row_inserted_after_a_rollback(services: Services) -> None:
+    riverside = make_practice(services)
+    with services.session() as session:
+        ghost = insert_row(
+            session, Contact(practice_id=riverside.id, phone=ANA, created_at=services.clock())
+        )
+        session.rollback()
+        # SQLite hands the same id out again; the session must take the new row.
+        real = insert_row(
+            session, Contact(practice_id=riverside.id, phone=ANA, created_at=services.clock())
+        )
+        session.commit()
+        assert real in session and session.get(Contact, real.id) is real
+        assert ghost is not real
+    with services.session() as session:
+        assert session.scalars(select(Contact.phone)).all() == [ANA]

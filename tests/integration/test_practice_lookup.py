@@ -86,3 +86,27 @@ def test_it_does_not_remember_a_number_no_practice_owns(services: Services) -> N
     with services.session() as session:
         found = practice_by_number(session, HARBOR_NUMBER)
         assert found is not None and found.id == harbor.id
+
+
+def test_it_keeps_the_cached_row_apart_from_each_sessions_copy(services: Services) -> None:
+    riverside = make_practice(services)
+    with services.session() as session:
+        practice = practice_by_number(session, RIVERSIDE_NUMBER)
+        assert practice is not None
+        # Changed in place and never saved: neither the cache nor the next session sees it.
+        practice.business_hours["sun"] = [["09:00", "10:00"]]
+        session.rollback()
+    with services.session() as session:
+        again = practice_by_number(session, RIVERSIDE_NUMBER)
+        assert again is not None and again.business_hours == riverside.business_hours
+
+
+def test_it_gives_the_row_a_session_already_holds(services: Services) -> None:
+    riverside = make_practice(services)
+    with services.session() as session:
+        practice_by_number(session, RIVERSIDE_NUMBER)  # cached
+    with services.session() as session:
+        held = session.get_one(Practice, riverside.id)
+        held.daily_send_cap = 7  # not flushed yet
+        assert practice_by_number(session, RIVERSIDE_NUMBER) is held
+        assert held.daily_send_cap == 7

@@ -7,6 +7,7 @@ from datetime import datetime
 import jsonschema
 import pytest
 
+from telephony_service.services import intake
 from telephony_service.web.openapi import openapi_document
 from tests.conftest import FakeClock
 from tests.helpers import (
@@ -91,6 +92,26 @@ def test_it_returns_the_first_task_for_a_repeated_idempotency_key(client, key):
     assert again.get_json()["id"] == first.get_json()["id"]
     listing = api_get(client, key, "/api/v1/tasks").get_json()
     assert len(listing["tasks"]) == 1
+
+
+def test_it_returns_the_winners_task_when_two_requests_race_on_one_key(client, key, monkeypatch):
+    body = {"category": "referral", "phone": BEN, "reason": "referral from Dr. Osei"}
+    first = post_inquiry(client, key, body, idempotency_key="form-4712")
+    # The second request's first look happens before the first one commits: it finds
+    # nothing, writes, and meets the unique key.
+    real = intake._task_by_idempotency_key
+    looks = []
+
+    def racing(session, practice_id, idempotency_key):
+        looks.append(idempotency_key)
+        return None if len(looks) == 1 else real(session, practice_id, idempotency_key)
+
+    monkeypatch.setattr(intake, "_task_by_idempotency_key", racing)
+    again = post_inquiry(client, key, body, idempotency_key="form-4712")
+    assert len(looks) == 2
+    assert again.status_code == 200
+    assert again.get_json()["id"] == first.get_json()["id"]
+    assert len(api_get(client, key, "/api/v1/tasks").get_json()["tasks"]) == 1
 
 
 def test_it_refuses_an_idempotency_key_reused_for_another_request(client, key):
