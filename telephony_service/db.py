@@ -318,23 +318,21 @@ def insert_row(session: Session, row: _Row) -> _Row:
     tracking, dependency sorting, fetching the new id back) costs several times the
     statement after a quiet moment.
     """
-    table = cast(Table, row.__table__)  # type: ignore[attr-defined]
     values = column_values(row)
-    row.id = session.execute(_insert_returning_id(table), values).scalar_one()  # type: ignore[attr-defined]
+    row.id = session.execute(_insert_returning_id(table(type(row))), values).scalar_one()  # type: ignore[attr-defined]
     return attach_inserted(session, row)
 
 
 def column_values(row: Any) -> dict[str, Any]:
     """A new ORM row's columns but its id, as insert_statement takes them. A column not set
     takes its scalar Python default, else None, and is set so on the row as well."""
-    table = cast(Table, row.__table__)
-    given = row.__dict__
-    for column in table.c:
-        if column.key != "id" and column.key not in given:
+    columns = [column for column in table(type(row)).c if column.key != "id"]
+    for column in columns:
+        if column.key not in row.__dict__:
             default = cast(Any, column.default)
             scalar = default is not None and default.is_scalar
             setattr(row, column.key, default.arg if scalar else None)
-    return {column.key: getattr(row, column.key) for column in table.c if column.key != "id"}
+    return {column.key: getattr(row, column.key) for column in columns}
 
 
 @functools.cache

@@ -438,34 +438,28 @@ def _new_task(
 
 @functools.cache
 def _line_insert() -> Insert:
-    events = table(TaskEvent)
-    return insert(events).values(
-        task_id=bindparam("task_id"),
-        at=bindparam("created_at", type_=events.c.at.type),
-        kind="created",
-        text=bindparam("line_text", type_=events.c.text.type),
-        data=bindparam("line_data", type_=events.c.data.type),
-    )
+    """The "created" line of the task "task_id" (SQLite; see _new_task_statement)."""
+    return _created_line(bindparam("task_id"))
 
 
 @functools.cache
 def _new_task_statement() -> Insert:
-    """The task's INSERT, then _line_insert for its id, in one statement (PostgreSQL)."""
+    """The task's INSERT, then its "created" line, in one statement (PostgreSQL)."""
+    tasks = table(Task)
+    task = insert_statement(tasks).returning(tasks.c.id).cte("task")
+    return _created_line(task.c.id).add_cte(task).returning(table(TaskEvent).c.task_id)
+
+
+def _created_line(task_id: Any) -> Insert:
     events = table(TaskEvent)
-    task = insert_statement(table(Task)).returning(table(Task).c.id).cte("task")
     line = select(
-        task.c.id,
+        task_id,
         bindparam("created_at", type_=events.c.at.type),
         literal("created"),
         bindparam("line_text", type_=events.c.text.type),
         bindparam("line_data", type_=events.c.data.type),
     )
-    return (
-        insert(events)
-        .from_select(["task_id", "at", "kind", "text", "data"], line)
-        .add_cte(task)
-        .returning(events.c.task_id)
-    )
+    return insert(events).from_select(["task_id", "at", "kind", "text", "data"], line)
 
 
 def _timeline(

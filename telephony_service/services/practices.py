@@ -142,8 +142,7 @@ def set_business_hours(session: Session, practice_id: int, changes: list[str]) -
         raise InvalidInput("a practice needs some business hours: deadlines count them")
     practice.business_hours = week
     session.flush()
-    _calendars.clear()
-    _by_number.clear()
+    _forget_practices()
     return practice
 
 
@@ -253,8 +252,7 @@ def set_texting_hours(
     Weekdays left out keep their window (the legal floor's hours if none was set yet).
     """
     practice = _practice(session, practice_id)
-    _policies.clear()
-    _by_number.clear()
+    _forget_practices()
     if hours is None:
         # SQL NULL, not the JSON null that assigning None would store.
         session.execute(
@@ -282,8 +280,7 @@ def set_daily_send_cap(session: Session, practice_id: int, cap: int) -> Practice
         raise InvalidInput(f"the daily send cap must be 1 to {MAX_DAILY_SEND_CAP:,}, not {cap}")
     practice.daily_send_cap = cap
     session.flush()
-    _policies.clear()
-    _by_number.clear()
+    _forget_practices()
     return practice
 
 
@@ -294,7 +291,7 @@ def add_closure(session: Session, practice_id: int, day: date, reason: str | Non
             session.add(PracticeClosure(practice_id=practice_id, day=day, reason=reason))
     except IntegrityError:
         raise InvalidInput(f"{day} is already a closure day") from None
-    _calendars.clear()
+    _forget_practices()
 
 
 # Every missed call, reply and delivery receipt a worker applies starts with the practice
@@ -330,6 +327,13 @@ def _practice_values(session: Session, number: str) -> dict[str, Any] | None:
         select(practices).where(practices.c.twilio_number == number)
     ).one_or_none()
     return None if row is None else row._asdict()
+
+
+def _forget_practices() -> None:
+    """A practice changed in this process: what the caches hold of any practice goes."""
+    _by_number.clear()
+    _policies.clear()
+    _calendars.clear()
 
 
 def get_practice(session: Session, practice_id: int) -> Practice:
@@ -482,7 +486,7 @@ class PracticeDirectory:
         if number is None:
             return None
         with self._session_factory() as session:
-            practice = session.scalar(select(Practice).where(Practice.twilio_number == number))
+            practice = practice_by_number(session, number)
             if practice is None:
                 return None
             return PracticeCard(practice.id, practice.name, practice.twilio_number)
