@@ -13,7 +13,7 @@ from datetime import date, datetime
 from typing import TYPE_CHECKING, Any, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import null, select, update
+from sqlalchemy import event, null, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -142,7 +142,7 @@ def set_business_hours(session: Session, practice_id: int, changes: list[str]) -
         raise InvalidInput("a practice needs some business hours: deadlines count them")
     practice.business_hours = week
     session.flush()
-    _forget_practices()
+    _forget_practices(session)
     return practice
 
 
@@ -252,7 +252,7 @@ def set_texting_hours(
     Weekdays left out keep their window (the legal floor's hours if none was set yet).
     """
     practice = _practice(session, practice_id)
-    _forget_practices()
+    _forget_practices(session)
     if hours is None:
         # SQL NULL, not the JSON null that assigning None would store.
         session.execute(
@@ -280,7 +280,7 @@ def set_daily_send_cap(session: Session, practice_id: int, cap: int) -> Practice
         raise InvalidInput(f"the daily send cap must be 1 to {MAX_DAILY_SEND_CAP:,}, not {cap}")
     practice.daily_send_cap = cap
     session.flush()
-    _forget_practices()
+    _forget_practices(session)
     return practice
 
 
@@ -291,7 +291,7 @@ def add_closure(session: Session, practice_id: int, day: date, reason: str | Non
             session.add(PracticeClosure(practice_id=practice_id, day=day, reason=reason))
     except IntegrityError:
         raise InvalidInput(f"{day} is already a closure day") from None
-    _forget_practices()
+    _forget_practices(session)
 
 
 # Every missed call, reply and delivery receipt a worker applies starts with the practice
@@ -329,8 +329,26 @@ def _practice_values(session: Session, number: str) -> dict[str, Any] | None:
     return None if row is None else row._asdict()
 
 
-def _forget_practices() -> None:
-    """A practice changed in this process: what the caches hold of any practice goes."""
+def _forget_practices(session: Session) -> None:
+    """A practice changed in this process: what the caches hold of any practice goes, now
+    and again once `session` commits. Until then another thread still reads the old row
+    and could cache it anew, for a whole TTL after the change took effect."""
+    _clear_practice_caches()
+    if not session.info.get(_FORGET_AT_COMMIT):
+        session.info[_FORGET_AT_COMMIT] = True
+        event.listen(session, "after_commit", _cleared_at_commit, once=True)
+
+
+# session.info's key: the session clears the practice caches when it next commits.
+_FORGET_AT_COMMIT = "telephony.forget_practices"
+
+
+def _cleared_at_commit(session: Session) -> None:
+    session.info.pop(_FORGET_AT_COMMIT, None)
+    _clear_practice_caches()
+
+
+def _clear_practice_caches() -> None:
     _by_number.clear()
     _policies.clear()
     _calendars.clear()

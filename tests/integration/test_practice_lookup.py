@@ -6,11 +6,14 @@ from datetime import date
 
 from telephony_service.models import Practice
 from telephony_service.services.practices import (
+    _by_number,
+    _policies,
     add_closure,
     practice_by_number,
     set_business_hours,
     set_daily_send_cap,
     set_texting_hours,
+    texting_policy,
 )
 from telephony_service.wiring import Services
 from tests.helpers import HARBOR_NUMBER, RIVERSIDE_NUMBER, make_practice, statements
@@ -110,3 +113,33 @@ def test_it_gives_the_row_a_session_already_holds(services: Services) -> None:
         held.daily_send_cap = 7  # not flushed yet
         assert practice_by_number(session, RIVERSIDE_NUMBER) is held
         assert held.daily_send_cap == 7
+
+
+def test_it_forgets_an_old_copy_cached_while_a_change_was_uncommitted(
+    services: Services,
+) -> None:
+    riverside = make_practice(services)
+    with services.session() as session:
+        practice_by_number(session, RIVERSIDE_NUMBER)
+        cap = texting_policy(session, riverside.id).daily_send_cap
+        old_values = _by_number.get(RIVERSIDE_NUMBER, lambda: None)
+        old_policy = _policies.get(riverside.id, lambda: None)
+    assert cap != 42 and old_values is not None and old_policy is not None
+    with services.session() as session:
+        set_daily_send_cap(session, riverside.id, 42)  # flushed, not yet committed
+        if services.engine.dialect.name == "postgresql":
+            # Meanwhile another thread of this process reads the committed row, and caches it.
+            with services.session() as other:
+                found = practice_by_number(other, RIVERSIDE_NUMBER)
+                assert found is not None and found.daily_send_cap == cap
+                assert texting_policy(other, riverside.id).daily_send_cap == cap
+        else:
+            # SQLite: every transaction takes the one write lock first, so that thread would
+            # wait for this commit; what it would have cached is put back by hand.
+            _by_number.get(RIVERSIDE_NUMBER, lambda: old_values)
+            _policies.get(riverside.id, lambda: old_policy)
+        session.commit()
+    with services.session() as session:
+        practice = practice_by_number(session, RIVERSIDE_NUMBER)
+        assert practice is not None and practice.daily_send_cap == 42
+        assert texting_policy(session, riverside.id).daily_send_cap == 42
