@@ -6,6 +6,7 @@ instance folder.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -55,6 +56,7 @@ def test_it_turns_a_simulated_missed_call_into_a_task_on_a_fresh_machine(tmp_pat
     )
     telephony = [sys.executable, "-m", "telephony_service.cli"]
     log = (tmp_path / "run.log").open("w+")
+    socket_path = None
     server = subprocess.Popen(
         [*telephony, "run", "--port", str(port)],
         env=env,
@@ -70,6 +72,7 @@ def test_it_turns_a_simulated_missed_call_into_a_task_on_a_fresh_machine(tmp_pat
         _wait_for(lambda: "web listening" in output(), 60, "the dev server to listen")
         text = output()
         assert "embedded Redis" in text
+        socket_path = text.split("embedded Redis at unix://", 1)[1].split()[0]
         assert "Demo practice" in text
         key = next(
             line.split(":", 1)[1].strip() for line in text.splitlines() if "API key:" in line
@@ -144,16 +147,28 @@ def test_it_turns_a_simulated_missed_call_into_a_task_on_a_fresh_machine(tmp_pat
         # Phone numbers stay out of the log, query strings included.
         for number in ("+13125550188", "2B12025550143"):
             assert number not in output()
-        # Stopping it stops everything it started: the worker and the embedded Redis.
-        socket_path = text.split("embedded Redis at unix://", 1)[1].split()[0]
-        started = _descendants(server.pid) + _processes_mentioning(socket_path)
-        assert len(started) == 2, started  # the worker, and Redis (which daemonizes itself)
+        # Stopping it stops everything it started: the worker and the embedded Redis (which
+        # daemonizes itself).
+        started = _started_by(server.pid, socket_path)
+        assert sorted(_role(pid) for pid in started) == ["redis", "worker"], {
+            pid: _cmdline(pid) for pid in started
+        }
         server.terminate()
         assert server.wait(timeout=20) != -signal.SIGTERM  # handled, not killed by it
         _wait_for(lambda: not any(_alive(pid) for pid in started), 20, "its children to exit")
     finally:
         if server.poll() is None:
             server.kill()
+            server.wait(timeout=20)
+        # Whatever failed above, nothing it started outlives the test (its worker is no
+        # longer its child once it is gone).
+        log.seek(0)
+        workers = [int(pid) for pid in re.findall(r"worker started \(pid (\d+)\)", log.read())]
+        redis = _processes_mentioning(socket_path) if socket_path else []
+        for pid in [*workers, *redis]:
+            if _role(pid) in ("worker", "redis"):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
         log.close()
 
 
@@ -198,6 +213,29 @@ def _descendants(pid: int) -> list[int]:
             child = int(status.parent.name)
             children += [child, *_descendants(child)]
     return children
+
+
+def _started_by(pid: int, socket_path: str) -> set[int]:
+    """The processes `telephony run` (pid) started: its children, and the Redis serving
+    socket_path (a daemon, so no longer its child), zombies left out."""
+    found = set(_descendants(pid)) | set(_processes_mentioning(socket_path))
+    return {child for child in found if _alive(child)}
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return (Path("/proc") / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return "(gone)"
+
+
+def _role(pid: int) -> str:
+    cmdline = _cmdline(pid)
+    if "redis-server" in cmdline:
+        return "redis"
+    if "telephony_service.cli worker" in cmdline:
+        return "worker"
+    return cmdline
 
 
 def _processes_mentioning(needle: str) -> list[int]:
