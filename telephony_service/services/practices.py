@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import event, null, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, object_session, sessionmaker
 
 from telephony_service.cache import TtlCache
 from telephony_service.db import attach_inserted, table
@@ -233,13 +233,20 @@ _policies: TtlCache[int, PracticePolicy] = TtlCache(ttl=30.0)
 
 def texting_policy(session: Session, practice_id: int) -> PracticePolicy:
     def load() -> PracticePolicy:
-        practice = session.get_one(Practice, practice_id)
-        return PracticePolicy(
-            id=practice.id,
-            timezone=practice.timezone,
-            texting_hours=practice.texting_hours,
-            daily_send_cap=practice.daily_send_cap,
-        )
+        # Read from the database, not from a row the session holds: that may be
+        # practice_by_number's copy, itself up to a TTL old.
+        practices = table(Practice)
+        row = session.execute(
+            select(
+                practices.c.id,
+                practices.c.timezone,
+                practices.c.texting_hours,
+                practices.c.daily_send_cap,
+            ).where(practices.c.id == practice_id)
+        ).one_or_none()
+        if row is None:
+            raise InvalidInput(f"no practice with id {practice_id}")
+        return PracticePolicy(*row)
 
     return _policies.get(practice_id, load)
 
@@ -297,9 +304,9 @@ def add_closure(session: Session, practice_id: int, day: date, reason: str | Non
 # Every missed call, reply and delivery receipt a worker applies starts with the practice
 # that owns the called number. Its SELECT, the first statement of the job after a quiet
 # moment, cost over a millisecond of the text-back's time (ORM load included); the row's
-# values are kept instead, as the calendar and the texting policy are. (Those two may be
-# built from a copy up to the TTL old: a change made in another process reaches them
-# within twice the TTL.)
+# values are kept instead, as the calendar and the texting policy are. (Those two are
+# built from the database, not from this copy: a change made in another process reaches
+# each of the three within the TTL.)
 _by_number: TtlCache[str, dict[str, Any] | None] = TtlCache(ttl=30.0)
 
 
@@ -373,19 +380,34 @@ _calendars: TtlCache[int, BusinessCalendar] = TtlCache(ttl=30.0)
 
 def calendar_for(practice: Practice) -> BusinessCalendar:
     """The practice's business calendar."""
-    return _calendars.get(
-        practice.id,
-        lambda: BusinessCalendar(
-            timezone=practice.timezone,
-            hours=parse_weekly_hours(practice.business_hours),
-            observe_us_holidays=practice.observe_us_holidays,
-            closures=frozenset(_closure_days(practice)),
-        ),
+    return _calendars.get(practice.id, lambda: _calendar(practice))
+
+
+def _calendar(practice: Practice) -> BusinessCalendar:
+    timezone, hours, observe = (
+        practice.timezone,
+        practice.business_hours,
+        practice.observe_us_holidays,
     )
-
-
-def _closure_days(practice: Practice) -> list[date]:
-    return [closure.day for closure in practice.closures]
+    session = object_session(practice)
+    if session is not None and practice not in session.dirty:
+        # From the database, not from the row given: that may be practice_by_number's
+        # copy, itself up to a TTL old. (A row changed and not yet flushed is taken as
+        # it is: the change is what its caller means.)
+        practices = table(Practice)
+        row = session.execute(
+            select(
+                practices.c.timezone, practices.c.business_hours, practices.c.observe_us_holidays
+            ).where(practices.c.id == practice.id)
+        ).one_or_none()
+        if row is not None:
+            timezone, hours, observe = row
+    return BusinessCalendar(
+        timezone=timezone,
+        hours=parse_weekly_hours(hours),
+        observe_us_holidays=observe,
+        closures=frozenset(closure.day for closure in practice.closures),
+    )
 
 
 if TYPE_CHECKING:

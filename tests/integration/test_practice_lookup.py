@@ -4,11 +4,16 @@ from __future__ import annotations
 
 from datetime import date
 
+from sqlalchemy import update
+
+from telephony_service.domain.calendar import parse_weekly_hours
 from telephony_service.models import Practice
 from telephony_service.services.practices import (
     _by_number,
+    _calendars,
     _policies,
     add_closure,
+    calendar_for,
     practice_by_number,
     set_business_hours,
     set_daily_send_cap,
@@ -143,3 +148,28 @@ def test_it_forgets_an_old_copy_cached_while_a_change_was_uncommitted(
         practice = practice_by_number(session, RIVERSIDE_NUMBER)
         assert practice is not None and practice.daily_send_cap == 42
         assert texting_policy(session, riverside.id).daily_send_cap == 42
+
+
+def test_it_builds_a_policy_and_a_calendar_from_the_database_not_from_an_old_copy(
+    services: Services,
+) -> None:
+    riverside = make_practice(services)
+    with services.session() as session:
+        practice_by_number(session, RIVERSIDE_NUMBER)  # the row's copy, kept for a TTL
+    week = dict(riverside.business_hours) | {"sat": [["09:00", "12:00"]]}
+    # Another process (a manager's command) changes the practice; this one hears nothing.
+    practices = Practice.__table__
+    with services.engine.begin() as connection:
+        connection.execute(
+            update(practices)
+            .where(practices.c.id == riverside.id)
+            .values(daily_send_cap=42, business_hours=week)
+        )
+    # The policy's and the calendar's time ran out; the row copy's has not.
+    _policies.clear()
+    _calendars.clear()
+    with services.session() as session:
+        held = practice_by_number(session, RIVERSIDE_NUMBER)
+        assert held is not None and held.daily_send_cap != 42  # the copy, as it was
+        assert texting_policy(session, riverside.id).daily_send_cap == 42
+        assert calendar_for(held).hours == parse_weekly_hours(week)
