@@ -233,17 +233,7 @@ _policies: TtlCache[int, PracticePolicy] = TtlCache(ttl=30.0)
 
 def texting_policy(session: Session, practice_id: int) -> PracticePolicy:
     def load() -> PracticePolicy:
-        # Read from the database, not from a row the session holds: that may be
-        # practice_by_number's copy, itself up to a TTL old.
-        practices = table(Practice)
-        row = session.execute(
-            select(
-                practices.c.id,
-                practices.c.timezone,
-                practices.c.texting_hours,
-                practices.c.daily_send_cap,
-            ).where(practices.c.id == practice_id)
-        ).one_or_none()
+        row = _stored(session, practice_id, "id", "timezone", "texting_hours", "daily_send_cap")
         if row is None:
             raise InvalidInput(f"no practice with id {practice_id}")
         return PracticePolicy(*row)
@@ -355,6 +345,17 @@ def _cleared_at_commit(session: Session) -> None:
     _clear_practice_caches()
 
 
+def _stored(session: Session, practice_id: int, *names: str) -> tuple[Any, ...] | None:
+    """Some of a practice's columns as the database has them, not as a row the session
+    holds: that may be practice_by_number's copy, itself up to a TTL old. For what the
+    policy and calendar caches build, so that each is at most one TTL behind."""
+    practices = table(Practice)
+    row = session.execute(
+        select(*(practices.c[name] for name in names)).where(practices.c.id == practice_id)
+    ).one_or_none()
+    return None if row is None else tuple(row)
+
+
 def _clear_practice_caches() -> None:
     _by_number.clear()
     _policies.clear()
@@ -390,16 +391,10 @@ def _calendar(practice: Practice) -> BusinessCalendar:
         practice.observe_us_holidays,
     )
     session = object_session(practice)
+    # A row changed and not yet flushed is taken as it is: the change is what its caller
+    # means.
     if session is not None and practice not in session.dirty:
-        # From the database, not from the row given: that may be practice_by_number's
-        # copy, itself up to a TTL old. (A row changed and not yet flushed is taken as
-        # it is: the change is what its caller means.)
-        practices = table(Practice)
-        row = session.execute(
-            select(
-                practices.c.timezone, practices.c.business_hours, practices.c.observe_us_holidays
-            ).where(practices.c.id == practice.id)
-        ).one_or_none()
+        row = _stored(session, practice.id, "timezone", "business_hours", "observe_us_holidays")
         if row is not None:
             timezone, hours, observe = row
     return BusinessCalendar(
