@@ -7,7 +7,7 @@ import functools
 import hashlib
 import re
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any, cast
@@ -306,9 +306,8 @@ def practice_by_number(session: Session, number: str) -> Practice | None:
 
     A number no practice owns is not remembered: a practice added since answers at once.
     """
-    values = _by_number.get(number, lambda: _practice_values(session, number))
+    values = _values_by_number(number, lambda: _practice_values(session, number))
     if values is None:
-        _by_number.discard(number)
         return None
     held = session.identity_map.get(session.identity_key(Practice, values["id"]))
     if held is not None:
@@ -316,6 +315,16 @@ def practice_by_number(session: Session, number: str) -> Practice | None:
     # A row of this session's own, as if loaded: no query. Its JSON values are copies, so
     # a change made to them never reaches the cache or another session.
     return attach_inserted(session, Practice(**copy.deepcopy(values)))
+
+
+def _values_by_number(
+    number: str, read: Callable[[], dict[str, Any] | None]
+) -> dict[str, Any] | None:
+    """The cached row of the practice that owns `number` (`read` on a miss)."""
+    values = _by_number.get(number, read)
+    if values is None:
+        _by_number.discard(number)
+    return values
 
 
 def _practice_values(session: Session, number: str) -> dict[str, Any] | None:
@@ -498,30 +507,33 @@ class PracticeCard:
 
 
 class PracticeDirectory:
-    """Practices by their Twilio number, cached briefly in the process.
+    """Practices by their Twilio number, for the incoming-call webhook.
 
-    The incoming-call webhook answers every call to every practice; a query per ring
-    would be the slowest part of building a few hundred bytes of TwiML.
+    It answers every call to every practice; a query per ring would be the slowest part
+    of building a few hundred bytes of TwiML. The card comes from this process's copy of
+    the practice's row (practice_by_number's), so a change reaches the webhook as it
+    reaches the workers, and a session is opened only when that copy is missing.
     """
 
-    def __init__(self, session_factory: sessionmaker[Session], ttl: float = 30.0) -> None:
+    def __init__(self, session_factory: sessionmaker[Session]) -> None:
         self._session_factory = session_factory
-        self._cards: TtlCache[str, PracticeCard | None] = TtlCache(ttl=ttl)
 
     def by_number(self, raw: str | None) -> PracticeCard | None:
-        """The practice that owns a called number, as Twilio wrote it (usually E.164).
-
-        Keyed by the raw text, so the common case skips phone-number parsing as well.
-        """
-        raw = raw or ""
-        return self._cards.get(raw, lambda: self._load(raw))
-
-    def _load(self, raw: str) -> PracticeCard | None:
-        number = normalise_phone(raw)
+        """The practice that owns a called number, as Twilio wrote it (usually E.164)."""
+        number = _e164(raw or "")
         if number is None:
             return None
+        values = _values_by_number(number, lambda: self._read(number))
+        if values is None:
+            return None
+        return PracticeCard(values["id"], values["name"], values["twilio_number"])
+
+    def _read(self, number: str) -> dict[str, Any] | None:
         with self._session_factory() as session:
-            practice = practice_by_number(session, number)
-            if practice is None:
-                return None
-            return PracticeCard(practice.id, practice.name, practice.twilio_number)
+            return _practice_values(session, number)
+
+
+@functools.lru_cache(maxsize=1024)
+def _e164(raw: str) -> str | None:
+    # Twilio writes a number the same way each time: it is parsed once.
+    return normalise_phone(raw)

@@ -62,6 +62,16 @@ def test_it_answers_a_call_to_an_unknown_number_politely_and_makes_no_task(clien
     assert tasks_of(services) == []
 
 
+def test_it_answers_for_a_practice_added_since_a_call_to_its_number(client, services):
+    params = call_params(new_sid("CA"), CallStatus="ringing")
+    before = post_twilio(client, "/twilio/voice/incoming", params)
+    assert "Record" not in before.text  # nobody owns the number yet
+    make_practice(services)
+    params = call_params(new_sid("CA"), CallStatus="ringing")
+    after = post_twilio(client, "/twilio/voice/incoming", params)
+    assert "Riverside Family Medicine" in after.text and "Record" in after.text
+
+
 def test_it_says_goodbye_after_the_message_is_recorded(client, services):
     response = post_twilio(
         client, "/twilio/voice/recorded", call_params(new_sid("CA"), RecordingSid=new_sid("RE"))
