@@ -34,11 +34,13 @@ def run_worker(settings: Settings, *, burst: bool = False) -> None:
     # In order: a worker takes delivery receipts only when nothing else waits.
     queues = [Queue(name, connection=connection) for name in QUEUE_NAMES]
     worker = SimpleWorker(queues, connection=connection)
-    relay = Every("relay", relay_pass.relay_once, services, relay_pass.INTERVAL_SECONDS)
-    relay_pass.relay_once(services)
+    # The passes run beside the jobs on connections of their own (see with_own_pool).
+    passes = services.with_own_pool()
+    relay = Every("relay", relay_pass.relay_once, passes, relay_pass.INTERVAL_SECONDS)
+    relay_pass.relay_once(passes)
     relay.start()
     scheduler = Every(
-        "scheduler", scheduler_pass.schedule_once, services, scheduler_pass.INTERVAL_SECONDS
+        "scheduler", scheduler_pass.schedule_once, passes, scheduler_pass.INTERVAL_SECONDS
     )
     scheduler.start()
     log.info("worker listening on queues %s", ", ".join(QUEUE_NAMES))
@@ -47,3 +49,6 @@ def run_worker(settings: Settings, *, burst: bool = False) -> None:
     finally:
         relay.stopped.set()
         scheduler.stopped.set()
+        for thread in (relay, scheduler):
+            thread.join(timeout=5)
+        passes.engine.dispose()
