@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any, TypeVar, cast
 
 import psycopg
-from psycopg.pq import TransactionStatus
+from psycopg.pq import ExecStatus, TransactionStatus
 from sqlalchemy import (
     Connection,
     Engine,
@@ -215,13 +215,22 @@ def pipelined(
             cursors.append(cursor)
         if commit:
             driver.commit()
-    rows = [cursor.fetchall() if cursor.description is not None else [] for cursor in cursors]
+    rows = [_rows(cursor) for cursor in cursors]
     for cursor in cursors:
         cursor.close()
     if commit:
         # The driver has committed; SQLAlchemy's COMMIT finds nothing left to send.
         session.commit()
     return rows
+
+
+def _rows(cursor: psycopg.Cursor[Any]) -> list[tuple[Any, ...]]:
+    # By the result's status, not `description`: that builds a Column for every column of
+    # every statement (a tenth of a send's pipelines), only to be tested against None.
+    result = cursor.pgresult
+    if result is None or result.status != ExecStatus.TUPLES_OK:
+        return []
+    return cursor.fetchall()
 
 
 # session.info's key for the statements waiting for the commit (see writes_at_commit).
