@@ -201,6 +201,50 @@ def test_it_sends_a_text_to_twilio(gateway: TwilioGateway, openapi: dict[str, An
     _assert_accepted_by_twilio(form, _form_schema(openapi, MESSAGES_PATH))
 
 
+def _as_requests_prepares_it(sent: requests.PreparedRequest, form: dict[str, Any]) -> Any:
+    """`sent` as requests' own PreparedRequest.prepare would have made it from `form`."""
+    own = ("content-length", "content-type", "authorization")
+    headers = {name: value for name, value in sent.headers.items() if name.lower() not in own}
+    return requests.Request(
+        "POST", sent.url, data=form, headers=headers, auth=(ACCOUNT_SID, AUTH_TOKEN)
+    ).prepare()
+
+
+def test_it_posts_what_requests_would_prepare_for_the_same_form(gateway: TwilioGateway) -> None:
+    # The gateway prepares a post once per URL and copies it (see _form_request).
+    odd = "José's café & co — 50% off? a+b=c; 100% sure\n"
+    with responses.RequestsMock() as mock:
+        mock.post(MESSAGES_URL, status=201, json=_message(new_sid("SM")))
+        mock.post(CALLS_URL, status=201, json=_call(new_sid("CA")))
+
+        gateway.send_sms(ANA_TEXT)
+        gateway.send_sms(dataclasses.replace(ANA_TEXT, to=BEN, body=odd))
+        gateway.place_call(dataclasses.replace(AGENT_CALL, timeout_seconds=30))
+
+        sent = [call.request for call in mock.calls]
+    callback = ANA_TEXT.status_callback
+    expected_forms = [
+        {"To": [ANA], "From": [RIVERSIDE_NUMBER], "Body": [TEXT], "StatusCallback": [callback]},
+        {"To": [BEN], "From": [RIVERSIDE_NUMBER], "Body": [odd], "StatusCallback": [callback]},
+        None,
+    ]
+    for request, expected_form in zip(sent, expected_forms, strict=True):
+        # In the order twilio gave the fields, as requests would have encoded them.
+        form = parse_qs(request.body, keep_blank_values=True)
+        if expected_form is not None:
+            assert form == expected_form
+        data = {key: values if len(values) > 1 else values[0] for key, values in form.items()}
+        expected = _as_requests_prepares_it(request, data)
+        assert (request.method, request.url, request.body) == (
+            expected.method,
+            expected.url,
+            expected.body,
+        )
+        assert request.headers == expected.headers
+    assert parse_qs(sent[2].body)["StatusCallbackEvent"] == list(AGENT_CALL.status_callback_events)
+    assert parse_qs(sent[2].body)["Timeout"] == ["30"]
+
+
 def test_it_leaves_out_a_missing_status_callback(gateway: TwilioGateway) -> None:
     with responses.RequestsMock() as mock:
         mock.post(MESSAGES_URL, status=201, json=_message(new_sid("SM")))
