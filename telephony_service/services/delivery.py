@@ -390,7 +390,7 @@ def _claim_and_read(session: Session, message_id: int, now: datetime) -> _Read |
             (COMMIT, {}),
             (BEGIN, {}),
             (_recipient_statement(True, True), {"message_id": message_id}),
-            (_own_statement(), {"message_id": message_id, "claim": now, "now": now}),
+            (_own_statement(postgres=True), {"message_id": message_id, "claim": now}),
             (_history_statement(True, True), _history_params(None, None, message_id, now)),
             (
                 _day_counts_statement(),
@@ -433,7 +433,7 @@ def _read_claimed(
             session,
             [
                 (_recipient_statement(True, False), {"contact_id": claim.contact_id}),
-                (_own_statement(), own_params),
+                (_own_statement(postgres=True), own_params),
                 (_history_statement(True, False), history_params),
             ],
         )
@@ -444,7 +444,7 @@ def _read_claimed(
     else:
         # The conditional write takes SQLite's one write lock first: the contact and the
         # history read after it cannot change until this send's outcome is stored.
-        owned = _owned(session.execute(_own_statement(), own_params).all())
+        owned = _owned(session.execute(_own_statement(postgres=False), own_params).all())
         if owned is None:
             return None
         contact = _recipient(session, claim.contact_id)
@@ -699,11 +699,10 @@ _RECIPIENT_COLUMNS = tuple(field.name for field in fields(_Recipient))
 def _owned(rows: Sequence[Any]) -> tuple[_Outgoing, _TaskFacts | None] | None:
     """The text, if this job's claim still held, with what the send checks of its task.
 
-    From _own_statement: a conditional write, so on SQLite too it takes the write lock:
-    nothing else can change the text (or settle it as lost) until this send's outcome is
-    stored. The task's facts come back in the same statement (a round trip less than
-    loading the task); its snapshot is taken after the contact's lock, as a SELECT of its
-    own would be.
+    From _own_statement, which locks the text: nothing else can change it (or settle it as
+    lost) until this send's outcome is stored. The task's facts come back in the same
+    statement (a round trip less than loading the task); its snapshot is taken after the
+    contact's lock, as a SELECT of its own would be.
     """
     if not rows:
         return None
@@ -717,7 +716,14 @@ def _owned(rows: Sequence[Any]) -> tuple[_Outgoing, _TaskFacts | None] | None:
 
 
 @functools.cache
-def _own_statement() -> Any:
+def _own_statement(*, postgres: bool) -> Any:
+    """The text, if this job's claim still holds, locked until the send's outcome is stored.
+
+    PostgreSQL: a row lock (FOR NO KEY UPDATE, the lock an UPDATE of these columns takes)
+    without writing the row; an UPDATE would write a new version of it and of each of its
+    seven index entries, for nothing. SQLite has no row locks: a conditional write takes its
+    one write lock instead.
+    """
     # Built once, and Core: building and keying it anew, or an ORM UPDATE, costs more CPU
     # than PostgreSQL takes to run it.
     messages = table(Message)
@@ -727,15 +733,19 @@ def _own_statement() -> Any:
         select(column).where(tasks.c.id == messages.c.task_id).scalar_subquery()
         for column in (tasks.c.status, tasks.c.cadence_stopped_at, tasks.c.flag)
     ]
+    still_claimed = (
+        messages.c.id == bindparam("message_id"),
+        messages.c.status == "claimed",
+        messages.c.claimed_at == bindparam("claim", type_=claimed_at.type),
+    )
+    columns = (*(messages.c[name] for name in _OUTGOING_COLUMNS), *facts)
+    if postgres:
+        return select(*columns).where(*still_claimed).with_for_update(of=messages, key_share=True)
     return (
         update(messages)
-        .where(
-            messages.c.id == bindparam("message_id"),
-            messages.c.status == "claimed",
-            messages.c.claimed_at == bindparam("claim", type_=claimed_at.type),
-        )
+        .where(*still_claimed)
         .values(updated_at=bindparam("now", type_=claimed_at.type))
-        .returning(*(messages.c[name] for name in _OUTGOING_COLUMNS), *facts)
+        .returning(*columns)
     )
 
 
