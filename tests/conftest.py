@@ -156,12 +156,19 @@ def _clean(engine: Engine) -> None:
                 connection.execute(text(f"DELETE FROM {table}"))  # noqa: S608 - our table names
 
 
+# FLUSHDB and the claim's return in one step: between the two, another run on this machine
+# would find the index free, claim it, and the two runs would flush each other's jobs.
+_FLUSH_KEEPING_CLAIM = """
+local claim = redis.call('GET', KEYS[1])
+redis.call('FLUSHDB')
+if claim then redis.call('SET', KEYS[1], claim, 'EX', ARGV[1]) end
+return claim
+"""
+
+
 def flush_redis(redis: Redis) -> None:
     """Empty this run's db index, keeping its claim on it."""
-    claim = redis.get("telephony-test-claim")
-    redis.flushdb()
-    if claim is not None:
-        redis.set("telephony-test-claim", claim, ex=3600)
+    redis.eval(_FLUSH_KEEPING_CLAIM, 1, "telephony-test-claim", 3600)
 
 
 @pytest.fixture
