@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
+from redis.exceptions import RedisError
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
+from rq.utils import utcparse
 
 from telephony_service.services.events import stale_event_ids
 from telephony_service.wiring import Services
@@ -32,14 +34,52 @@ ABANDONED_AFTER = timedelta(minutes=10)
 def relay_once(services: Services, *, grace: timedelta = GRACE) -> int:
     with services.session() as session:
         stale = stale_event_ids(session, now=services.clock(), older_than=grace)
+    waiting = waiting_jobs(services, [event_job_id(event_id) for event_id in stale])
     enqueued = 0
     for event_id in stale:
+        if event_job_id(event_id) in waiting:
+            continue
         clear_dead_job(services, event_job_id(event_id))
         if services.work.enqueue_event(event_id):
             enqueued += 1
     if enqueued:
         log.info("relay re-enqueued %d stored event(s)", enqueued)
     return enqueued
+
+
+# What RQ still holds to run; a "started" job counts only while not abandoned.
+_WAITING = frozenset(
+    status.value for status in (JobStatus.QUEUED, JobStatus.DEFERRED, JobStatus.SCHEDULED)
+)
+
+
+def waiting_jobs(services: Services, job_ids: Sequence[str]) -> set[str]:
+    """The ids among `job_ids` whose jobs RQ still holds to run, found in one round trip.
+
+    A pass offers work again once its lease has run out, and in a backlog (texts due faster
+    than the workers send them) most of it still waits in RQ. Asking about each job on its
+    own (a fetch, then the unique enqueue's script) cost two round trips a job on every such
+    pass, in the worker's own process. An empty set if Redis does not answer: the enqueues
+    that follow report it.
+    """
+    if not job_ids:
+        return set()
+    try:
+        pipeline = services.work.redis.pipeline(transaction=False)
+        for job_id in job_ids:
+            pipeline.hmget(Job.key_for(job_id), "status", "started_at")
+        answers = pipeline.execute()
+    except RedisError:
+        return set()
+    waiting = set()
+    for job_id, (status, started) in zip(job_ids, answers, strict=True):
+        state = status.decode() if status else None
+        if state in _WAITING or (
+            state == JobStatus.STARTED.value
+            and not _abandoned_since(utcparse(started.decode()) if started else None)
+        ):
+            waiting.add(job_id)
+    return waiting
 
 
 def clear_dead_job(services: Services, job_id: str) -> None:
@@ -61,9 +101,12 @@ def clear_dead_job(services: Services, job_id: str) -> None:
 
 
 def _abandoned(job: Job) -> bool:
+    return _abandoned_since(job.started_at)
+
+
+def _abandoned_since(started: datetime | None) -> bool:
     # A job is a few database statements; one "started" long ago belonged to a worker that
     # was killed mid-job (SIGKILL, out of memory) and will never finish it.
-    started = job.started_at
     if started is None:
         return True
     if started.tzinfo is None:  # RQ stores naive UTC

@@ -13,7 +13,7 @@ import logging
 from telephony_service.services import delivery, followups
 from telephony_service.wiring import Services
 from telephony_service.workqueue import followup_job_id, reconcile_job_id, send_job_id
-from workers.relay import clear_dead_job
+from workers.relay import clear_dead_job, waiting_jobs
 
 log = logging.getLogger(__name__)
 
@@ -28,14 +28,21 @@ def schedule_once(services: Services) -> int:
         sends, reconciles = delivery.claim_due(session, now=now)
         steps = followups.claim_due(session, now=now)
     work = services.work
+    offers = [
+        *((send_job_id(message_id), work.enqueue_send, message_id) for message_id in sends),
+        *(
+            (reconcile_job_id(message_id), work.enqueue_reconcile, message_id)
+            for message_id in reconciles
+        ),
+        *((followup_job_id(step_id), work.enqueue_followup, step_id) for step_id in steps),
+    ]
+    # Offered again after its lease, a text is often still waiting in RQ (a backlog): its
+    # job is left as it is.
+    waiting = waiting_jobs(services, [job_id for job_id, _, _ in offers])
     enqueued = 0
-    for message_id in sends:
-        clear_dead_job(services, send_job_id(message_id))
-        enqueued += work.enqueue_send(message_id)
-    for message_id in reconciles:
-        clear_dead_job(services, reconcile_job_id(message_id))
-        enqueued += work.enqueue_reconcile(message_id)
-    for followup_id in steps:
-        clear_dead_job(services, followup_job_id(followup_id))
-        enqueued += work.enqueue_followup(followup_id)
+    for job_id, enqueue, row_id in offers:
+        if job_id in waiting:
+            continue
+        clear_dead_job(services, job_id)
+        enqueued += enqueue(row_id)
     return enqueued

@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import pytest
+from rq.job import Job, JobStatus
 from sqlalchemy import Engine, select, text
 
 from telephony_service.models import Practice
+from telephony_service.services.delivery import ENQUEUE_LEASE
 from telephony_service.settings import Settings
 from telephony_service.wiring import Services
+from telephony_service.workqueue import send_job_id
+from tests.conftest import FakeClock
+from tests.helpers import ANA, BEN, make_practice
+from tests.sms_support import text_back_due
 from workers import runtime
 from workers.main import run_worker
-from workers.relay import relay_once
+from workers.relay import ABANDONED_AFTER, relay_once
 from workers.scheduler import schedule_once
 
 
@@ -76,3 +84,57 @@ def test_it_runs_the_worker_passes_off_the_jobs_pool(
         assert jobs.engine.pool.checkedin() == 1
     finally:
         jobs.engine.dispose()
+
+
+def test_it_leaves_texts_waiting_in_rq_alone_and_requeues_the_one_rq_lost(
+    services: Services, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    practice = make_practice(services)
+    # A backlog: three texts due, each with its send job still waiting in RQ.
+    texts = [text_back_due(services, practice.id, caller) for caller in (ANA, BEN, "+13125550199")]
+    for message_id in texts:
+        assert services.work.enqueue_send(message_id)
+    offered: list[int] = []
+    enqueue_send = services.work.enqueue_send
+
+    def recording(message_id: int) -> bool:
+        offered.append(message_id)
+        return enqueue_send(message_id)
+
+    monkeypatch.setattr(services.work, "enqueue_send", recording)
+
+    # Their leases run out while they wait: the pass asks RQ once and enqueues nothing.
+    clock.advance(seconds=ENQUEUE_LEASE.total_seconds() + 1)
+    assert schedule_once(services) == 0
+    assert offered == []
+    assert services.work.queue.count == 3
+
+    # RQ loses one (a flush, an eviction): the next pass after its lease puts it back.
+    Job.fetch(send_job_id(texts[1]), connection=services.redis).delete()
+    clock.advance(seconds=ENQUEUE_LEASE.total_seconds() + 1)
+    assert schedule_once(services) == 1
+    assert offered == [texts[1]]
+    assert sorted(services.work.queue.job_ids) == sorted(send_job_id(m) for m in texts)
+
+
+def test_it_requeues_a_send_a_killed_worker_left_started_but_not_one_still_running(
+    services: Services, clock: FakeClock
+) -> None:
+    practice = make_practice(services)
+    running, abandoned = (text_back_due(services, practice.id, caller) for caller in (ANA, BEN))
+    # A worker took both jobs; it started one of them long ago, and died.
+    now = datetime.now(UTC)  # RQ's clock, not the test's
+    for message_id, started in (
+        (running, now),
+        (abandoned, now - ABANDONED_AFTER - timedelta(minutes=1)),
+    ):
+        assert services.work.enqueue_send(message_id)
+        job = Job.fetch(send_job_id(message_id), connection=services.redis)
+        services.work.queue.remove(job)
+        job.set_status(JobStatus.STARTED)
+        job.started_at = started
+        job.save()
+
+    clock.advance(seconds=ENQUEUE_LEASE.total_seconds() + 1)
+    assert schedule_once(services) == 1
+    assert services.work.queue.job_ids == [send_job_id(abandoned)]
