@@ -34,12 +34,13 @@ ABANDONED_AFTER = timedelta(minutes=10)
 def relay_once(services: Services, *, grace: timedelta = GRACE) -> int:
     with services.session() as session:
         stale = stale_event_ids(session, now=services.clock(), older_than=grace)
-    waiting = waiting_jobs(services, [event_job_id(event_id) for event_id in stale])
+    job_ids = {event_id: event_job_id(event_id) for event_id in stale}
+    waiting = waiting_jobs(services, list(job_ids.values()))
     enqueued = 0
-    for event_id in stale:
-        if event_job_id(event_id) in waiting:
+    for event_id, job_id in job_ids.items():
+        if job_id in waiting:
             continue
-        clear_dead_job(services, event_job_id(event_id))
+        clear_dead_job(services, job_id)
         if services.work.enqueue_event(event_id):
             enqueued += 1
     if enqueued:

@@ -109,10 +109,9 @@ class _RebasedHttpClient(TwilioHttpClient):  # type: ignore[misc]  # twilio ship
             url == TWILIO_API_BASE_URL or url.startswith(TWILIO_API_BASE_URL + "/")
         ):
             url = self._base_url + url[len(TWILIO_API_BASE_URL) :]
-        if params or (headers and headers.get("Content-Type") in _JSON_TYPES):
-            body: dict[str, Any] = {"data": data}
-            if headers and headers.get("Content-Type") in _JSON_TYPES:
-                body = {"json": data}
+        json_body = headers is not None and headers.get("Content-Type") in _JSON_TYPES
+        if params or json_body:
+            body = {"json": data} if json_body else {"data": data}
             prepared = requests.PreparedRequest()
             prepared.prepare(
                 method=method.upper(), url=url, headers=headers, params=params, auth=auth, **body
@@ -133,10 +132,10 @@ class _RebasedHttpClient(TwilioHttpClient):  # type: ignore[misc]  # twilio ship
         headers: dict[str, str] | None,
         auth: tuple[str, str] | None,
     ) -> requests.PreparedRequest:
-        """What PreparedRequest.prepare makes of a form post (a text, a call), in 0.25 ms
-        less CPU (a twentieth of a send's). All but the body is the same on every post to
-        one URL, so requests prepares that once and it is copied; the body is encoded as
-        requests encodes a dict (urlencode with doseq, UTF-8)."""
+        """What PreparedRequest.prepare makes of a form post (a text, a call), for about
+        0.25 ms less CPU here (a twentieth of a send's). All but the body is the same on
+        every post to one URL, so requests prepares that once and it is copied; the body is
+        encoded as requests encodes a dict (urlencode with doseq, UTF-8)."""
         key = (method, url, tuple(sorted(headers.items())) if headers else (), auth)
         template = self._templates.get(key)
         if template is None:
