@@ -520,7 +520,7 @@ class PracticeDirectory:
 
     def by_number(self, raw: str | None) -> PracticeCard | None:
         """The practice that owns a called number, as Twilio wrote it (usually E.164)."""
-        number = _e164(raw or "")
+        number = normalise_phone(raw)  # cached: Twilio writes a number the same way each time
         if number is None:
             return None
         values = _values_by_number(number, lambda: self._read(number))
@@ -531,9 +531,3 @@ class PracticeDirectory:
     def _read(self, number: str) -> dict[str, Any] | None:
         with self._session_factory() as session:
             return _practice_values(session, number)
-
-
-@functools.lru_cache(maxsize=1024)
-def _e164(raw: str) -> str | None:
-    # Twilio writes a number the same way each time: it is parsed once.
-    return normalise_phone(raw)
