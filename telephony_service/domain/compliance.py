@@ -16,10 +16,9 @@ from enum import StrEnum
 from typing import TypeAlias
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import phonenumbers
 from phonenumbers.tzdata import TIMEZONE_DATA
 
-from telephony_service.domain.phones import number_timezones
+from telephony_service.domain.phones import number_facts
 from telephony_service.domain.states import AREA_CODE_STATES, STATE_RULES, StateRule
 from telephony_service.domain.us_holidays import us_holidays
 
@@ -140,15 +139,6 @@ def _zone(name: str) -> ZoneInfo:
         raise ValueError(f"unknown time zone {name!r}") from None
 
 
-@functools.lru_cache(maxsize=4096)
-def _parse(phone: str) -> phonenumbers.PhoneNumber | None:
-    try:
-        number = phonenumbers.parse(phone, None)
-    except phonenumbers.NumberParseException:
-        return None
-    return number if phonenumbers.is_valid_number(number) else None
-
-
 def _one_clock(zones: tuple[str, ...]) -> bool:
     offsets = {tuple(at.astimezone(_zone(z)).utcoffset() for at in _OFFSET_SAMPLES) for z in zones}
     return len(offsets) == 1
@@ -160,27 +150,27 @@ def contact_zones(phone: str, known_zone: str | None) -> tuple[str, ...]:
     if known_zone is not None:
         _zone(known_zone)
         return (known_zone,)
-    number = _parse(phone)
-    if number is None:
+    facts = number_facts(phone)
+    if facts is None:
         return ()
-    zones = number_timezones(phone)
+    zones = facts.zones
     # Toll-free, personal and unmapped numbers get their whole country code's list (all 42
     # zones of +1, Guam to Newfoundland); that says nothing about where the patient is, and
     # no minute of the day is inside all of them. A country-wide list on one clock (the UK's)
     # is as good as a single zone.
-    country_wide = TIMEZONE_DATA.get(str(number.country_code), ())
+    country_wide = TIMEZONE_DATA.get(str(facts.country_code), ())
     if len(zones) > 1 and zones == tuple(country_wide) and not _one_clock(zones):
         return ()
     return zones
 
 
-@functools.lru_cache(maxsize=4096)
 def state_for_number(phone: str) -> str | None:
     """Two-letter US state of a number's area code, if it is a geographic US one."""
-    number = _parse(phone)
-    if number is None or phonenumbers.region_code_for_number(number) != "US":
+    facts = number_facts(phone)
+    if facts is None or facts.country_code != 1:
         return None
-    return AREA_CODE_STATES.get(int(str(number.national_number)[:3]))
+    # The table holds only US area codes, and a NANP area code belongs to one country.
+    return AREA_CODE_STATES.get(int(str(facts.national_number)[:3]))
 
 
 @functools.lru_cache(maxsize=256)
@@ -419,7 +409,7 @@ def evaluate(
         )
     now = now.astimezone(UTC)
 
-    if _parse(contact.phone) is None:
+    if number_facts(contact.phone) is None:
         return Block("not a valid phone number")
 
     if purpose is Purpose.REPLY:

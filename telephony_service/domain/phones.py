@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 
 import phonenumbers
+from phonenumbers import PhoneNumberType
 from phonenumbers import timezone as phone_timezone
+from phonenumbers.tzdata import TIMEZONE_DATA
 
 # Carriers and Twilio report withheld caller IDs as words or as these keypad spellings
 # (ANONYMOUS, RESTRICTED, BLOCKED, UNKNOWN); some of them are real, dialable numbers.
@@ -51,13 +54,51 @@ def mask_phone(e164: str | None) -> str:
     return "+" + "*" * (len(digits) - len(kept)) + "".join(kept)
 
 
-def number_timezones(e164: str) -> tuple[str, ...]:
+@dataclass(frozen=True)
+class NumberFacts:
+    """What the compliance gate needs of a valid number."""
+
+    country_code: int
+    national_number: int
+    # The zones the number maps to: its area's for a geographic number, else the whole
+    # country code's list (every zone of +1 for a toll-free number).
+    zones: tuple[str, ...]
+
+
+# Asked on every send, for a patient the process has often not seen before.
+@functools.lru_cache(maxsize=4096)
+def number_facts(e164: str) -> NumberFacts | None:
+    """A number's facts, or None if phonenumbers does not take it as valid.
+
+    One parse and one search for the number's region. phonenumbers finds the region of a +1
+    number by testing the code's regions in turn against the number (Puerto Rico's is the
+    nineteenth), and is_valid_number, time_zones_for_number and region_code_for_number
+    each search again: three quarters of the gate's time for a number it had not seen.
+    """
     try:
         number = phonenumbers.parse(e164, None)
     except phonenumbers.NumberParseException:
-        return ()
-    zones = phone_timezone.time_zones_for_number(number)
-    return tuple(zone for zone in zones if zone != _UNKNOWN_ZONE)
+        return None
+    # UNKNOWN exactly when is_valid_number is false: both test the number against the
+    # patterns of the region it belongs to.
+    kind = phonenumbers.number_type(number)
+    code, national = number.country_code, number.national_number
+    if kind == PhoneNumberType.UNKNOWN or code is None or national is None:
+        return None
+    if phonenumbers.is_number_type_geographical(kind, code):
+        zones = phone_timezone.time_zones_for_geographical_number(number)
+    else:
+        zones = TIMEZONE_DATA.get(str(code), ())
+    return NumberFacts(
+        country_code=code,
+        national_number=national,
+        zones=tuple(zone for zone in zones if zone != _UNKNOWN_ZONE),
+    )
+
+
+def number_timezones(e164: str) -> tuple[str, ...]:
+    facts = number_facts(e164)
+    return facts.zones if facts is not None else ()
 
 
 def display_number(e164: str) -> str:

@@ -270,6 +270,8 @@ def test_it_takes_the_state_on_file_before_the_number() -> None:
         ("+12025550123", "DC"),  # "Washington D.C."
         ("+15095550123", "WA"),  # "Washington State"
         (NL_PATIENT, None),  # Canada
+        ("+17875550123", None),  # Puerto Rico: a territory of its own region
+        ("+16715550123", None),  # Guam
         (UK_PATIENT, None),
         (TOLL_FREE, None),
         ("+1212555012", None),  # too short to be a number
@@ -724,3 +726,21 @@ def test_it_knows_the_state_of_every_us_area_code_it_lists() -> None:
     for phone, state in expected.items():
         assert state_for_number(phone) == state
     assert state_for_number("+18005550100") is None  # toll-free: no state
+
+
+def test_it_lists_only_area_codes_of_the_united_states() -> None:
+    """state_for_number reads the table for any +1 number without asking for its region."""
+    import phonenumbers
+
+    from telephony_service.domain.states import AREA_CODE_STATES
+
+    for area_code in AREA_CODE_STATES:
+        regions = {
+            phonenumbers.region_code_for_number(number)
+            for number in (
+                phonenumbers.parse(f"+1{area_code}{exchange}0143", None)
+                for exchange in ("555", "201", "234", "456", "678", "890")
+            )
+            if phonenumbers.is_valid_number(number)
+        }
+        assert regions == {"US"}, area_code

@@ -1,8 +1,15 @@
 from __future__ import annotations
 
+import phonenumbers
 import pytest
+from phonenumbers.timezone import time_zones_for_number
 
-from telephony_service.domain.phones import mask_phone, normalise_phone, number_timezones
+from telephony_service.domain.phones import (
+    mask_phone,
+    normalise_phone,
+    number_facts,
+    number_timezones,
+)
 
 
 @pytest.mark.parametrize(
@@ -94,3 +101,39 @@ def test_it_returns_no_time_zones_when_unknown() -> None:
     assert number_timezones("+266696687") == ()
     assert number_timezones("garbage") == ()
     assert number_timezones("") == ()
+
+
+@pytest.mark.parametrize(
+    "e164",
+    [
+        "+14155552671",  # California
+        "+17875550143",  # Puerto Rico: the nineteenth region of +1
+        "+16715550143",  # Guam
+        "+14165550143",  # Toronto
+        "+18085550143",  # Hawaii
+        "+18005551234",  # toll-free: the whole of +1
+        "+442079460958",  # London
+        "+447700900123",  # a UK mobile
+        "+61291234567",  # Sydney
+        "+12125550000",  # not a valid number
+        "+1212555",  # too short
+        "+266696687",  # a withheld caller ID's digits
+        "garbage",
+        "",
+    ],
+)
+def test_it_finds_the_facts_phonenumbers_itself_gives(e164: str) -> None:
+    """number_facts searches for the region once; phonenumbers' own calls search anew."""
+    facts = number_facts(e164)
+    try:
+        number = phonenumbers.parse(e164, None)
+    except phonenumbers.NumberParseException:
+        assert facts is None
+        return
+    valid = phonenumbers.is_valid_number(number)
+    assert (facts is not None) == valid
+    expected_zones = tuple(zone for zone in time_zones_for_number(number) if zone != "Etc/Unknown")
+    assert number_timezones(e164) == expected_zones
+    if facts is not None:
+        assert facts.country_code == number.country_code
+        assert facts.zones == expected_zones
