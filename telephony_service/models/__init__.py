@@ -493,7 +493,6 @@ class Message(Base):
         ),
         # The gate counts a contact's recent texts on every send.
         Index("ix_messages_contact_created", "contact_id", "created_at"),
-        Index("ix_messages_practice_sent", "practice_id", "sent_at"),
         Index("ix_messages_task", "task_id"),
     )
 

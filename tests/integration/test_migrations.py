@@ -12,7 +12,7 @@ import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import Engine, create_engine, insert, make_url, select, text
+from sqlalchemy import Engine, create_engine, insert, inspect, make_url, select, text
 
 from telephony_service.db import make_engine, table
 from telephony_service.migrate import alembic_config, upgrade
@@ -126,3 +126,25 @@ def test_it_leaves_the_schema_as_the_models_describe_it(empty_database: str) -> 
     finally:
         engine.dispose()
     assert differences == []
+
+
+def test_it_drops_the_unread_index_of_texts_by_practice_and_send_time(
+    empty_database: str,
+) -> None:
+    def message_indexes() -> set[str]:
+        with engine.connect() as connection:
+            return {index["name"] for index in inspect(connection).get_indexes("messages")}
+
+    upgrade(empty_database)
+    engine = make_engine(empty_database)
+    try:
+        assert "ix_messages_practice_sent" not in message_indexes()
+        # The indexes the gate and the scheduler read stay.
+        assert {"ix_messages_due", "ix_messages_contact_created"} <= message_indexes()
+
+        command.downgrade(alembic_config(empty_database), "0004")
+        assert "ix_messages_practice_sent" in message_indexes()
+        upgrade(empty_database)
+        assert "ix_messages_practice_sent" not in message_indexes()
+    finally:
+        engine.dispose()
