@@ -12,8 +12,12 @@ from telephony_service.domain.statuses import OPEN
 from telephony_service.models import ConsentChange, Contact, FollowUp, Message, Task, TaskEvent
 
 # Texts that have not left yet; a claimed one is mid-send and holds the contact's lock
-# (see delivery.send_message), so an opt-out waits for it rather than racing it.
-UNSENT = ("pending", "unknown")
+# (see delivery.send_message), so an opt-out waits for it rather than racing it. An
+# "unknown" one may have reached the patient (Twilio's answer was lost): reconciliation
+# settles it from Twilio's list, and one it puts back to send meets the send's own checks
+# (opted out, cadence stopped, task closed) before anything goes. Canceled here, a text
+# the patient did get would drop out of the caps' history and could not be set right.
+UNSENT = ("pending",)
 
 
 def lock_contact(session: Session, contact_id: int) -> Contact:

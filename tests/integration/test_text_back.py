@@ -18,7 +18,7 @@ from telephony_service.models import (
     Task,
     TaskEvent,
 )
-from telephony_service.services import delivery
+from telephony_service.services import consent, delivery
 from telephony_service.services.tasks import change_status
 from telephony_service.wiring import Services
 from tests.conftest import FakeClock
@@ -201,6 +201,55 @@ def test_it_reconciles_a_timeout_instead_of_resending(
     assert message.status == "queued"
     # Found at Twilio: it counts against the practice's day, once.
     assert _sent_today(services) == 1
+
+
+def _opt_out(services: Services, at: datetime) -> None:
+    with services.session() as session:
+        contact = consent.lock_contact(session, session.scalars(select(Contact.id)).one())
+        assert consent.opt_out(session, contact, at=at, source="sms_keyword")
+        session.commit()
+
+
+def test_it_leaves_an_unknown_send_to_reconciliation_when_the_patient_opts_out(
+    services: Services, twilio_messages: FakeMessages, clock: FakeClock, worker_redis: Redis
+) -> None:
+    """Twilio took the text but its answer was lost; the patient got it and wrote STOP.
+    The text is not canceled: it reached the patient, so it shows as sent and counts."""
+    message_id = _pending_text(services)
+    twilio_messages.faults.append(("accept_then_drop",))
+    assert _send(services, message_id) == "unknown"
+
+    _opt_out(services, clock())
+    assert messages(services)[0].status == "unknown"
+    clock.advance(seconds=1)
+    schedule_once(services)
+    run_jobs(services, worker_redis)
+
+    [message] = messages(services)
+    assert message.message_sid == twilio_messages.sent[0].sid
+    assert message.status == "queued"
+    assert _sent_today(services) == 1
+    assert len(twilio_messages.sent) == 1
+
+
+def test_it_sends_nothing_for_an_unknown_text_twilio_never_took_after_an_opt_out(
+    services: Services, twilio_messages: FakeMessages, clock: FakeClock, worker_redis: Redis
+) -> None:
+    message_id = _pending_text(services)
+    twilio_messages.faults.append(("timeout",))
+    assert _send(services, message_id) == "unknown"
+
+    _opt_out(services, clock())
+    clock.advance(seconds=65)
+    schedule_once(services)
+    run_jobs(services, worker_redis)  # reconcile: not at Twilio, so back to pending
+    schedule_once(services)
+    run_jobs(services, worker_redis)  # the send's own check: opted out
+
+    assert twilio_messages.sent == []
+    [message] = messages(services)
+    assert message.status == "blocked"
+    assert message.message_sid is None
 
 
 def _sent_today(services: Services) -> int:
