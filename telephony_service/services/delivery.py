@@ -92,6 +92,11 @@ FINAL = frozenset({"delivered", "undelivered", "failed", "read", "canceled", "bl
 # Texts that reached Twilio: they count against the caps.
 _SENT = ("accepted", "scheduled", "queued", "sending", "sent", "delivered", "undelivered", "read")
 _SENT_OR_IN_FLIGHT = (*_SENT, "claimed", "unknown")
+# Texts that reached the patient, as far as Twilio has told: a thread has begun. Not a
+# pending one (it may yet be canceled), an undelivered one, or one whose send is in flight
+# or unknown: a text written after those carries the opt-out line again, as a repeat is
+# harmless and a thread whose first text lacks it is not.
+_REACHED = tuple(status for status in _SENT if status != "undelivered")
 
 # Delivery failures that say texting this number will not work: the task needs a call.
 UNDELIVERABLE_CODES = frozenset({30003, 30004, 30005, 30006, 30007, 30008})
@@ -270,14 +275,15 @@ def _outbox_row(
 
 @functools.cache
 def _written_statement() -> Any:
-    """(this text's id if it was written already, any text of the contact's thread)."""
+    """(this text's id if it was written already, a text of the contact's thread that
+    reached the patient)."""
     written = select(Message.id).where(Message.dedupe_key == bindparam("dedupe_key"))
     thread = (
         select(Message.id)
         .where(
             Message.contact_id == bindparam("contact_id"),
             Message.created_at > bindparam("since", type_=table(Message).c.created_at.type),
-            Message.status.in_((*_SENT_OR_IN_FLIGHT, "pending")),
+            Message.status.in_(_REACHED),
         )
         .limit(1)
     )

@@ -117,6 +117,63 @@ def test_it_puts_the_opt_out_line_only_on_the_first_text_of_a_patients_thread(
     assert "Reply STOP" in ben.body
 
 
+def test_it_starts_the_thread_again_after_a_text_that_was_not_delivered(
+    services: Services,
+    client: FlaskClient,
+    worker_redis: Redis,
+    twilio_messages: FakeMessages,
+    clock: FakeClock,
+) -> None:
+    """The first text never reached Ana (her phone was off: 30003), so the next one is the
+    first she reads, and it carries the opt-out line."""
+    make_practice(services)
+    call_ended(client, new_sid("CA"))
+    run_jobs(services, worker_redis)
+    with services.session() as session:
+        [task] = session.scalars(select(Task)).all()
+        [message] = session.scalars(select(Message)).all()
+        message.status, message.error_code = "undelivered", 30003
+        change_status(session, task, TaskStatus.CLOSED_RESOLVED, now=clock())
+        session.commit()
+    clock.advance(hours=25)
+    call_ended(client, new_sid("CA"))
+    run_jobs(services, worker_redis)
+
+    first, again = twilio_messages.to(ANA)
+    assert "Reply STOP" in first.body
+    assert "Reply STOP" in again.body
+
+
+def test_it_keeps_the_opt_out_line_on_a_text_written_while_the_first_still_waits(
+    services: Services, client: FlaskClient, worker_redis: Redis, clock: FakeClock
+) -> None:
+    """Ana's text-back waits for the morning when a second text is written; the text-back
+    may yet be canceled, so the second one must not count on it for the opt-out line."""
+    practice = make_practice(services)
+    clock.now = datetime(2026, 11, 18, 2, 30, tzinfo=UTC)  # 21:30 in New York
+    call_ended(client, new_sid("CA"))
+    run_jobs(services, worker_redis)
+    with services.session() as session:
+        [task] = session.scalars(select(Task)).all()
+        [waiting] = session.scalars(select(Message)).all()
+        assert waiting.status == "pending"
+        second = delivery.queue_text(
+            session,
+            practice=session.get_one(type(practice), practice.id),
+            contact=session.get_one(Contact, task.contact_id),
+            task=task,
+            template="second_attempt",
+            kind="automated",
+            dedupe_key=f"task-{task.id}-second-test",
+            attempt=2,
+            now=clock(),
+            base_url="https://callbacks.example.test",
+        )
+        assert second is not None
+        assert "Reply STOP" in second.body
+        session.rollback()
+
+
 def test_it_sends_one_text_when_the_job_runs_twice(
     services: Services, client: FlaskClient, worker_redis: Redis, twilio_messages: FakeMessages
 ) -> None:
