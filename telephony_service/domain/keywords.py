@@ -34,29 +34,38 @@ _NOT_WORD = re.compile(r"[^\w']+|_")
 _CONTACT = (
     r"(?:te?xt(?:s|ing|ed)?|messag(?:e|es|ing)|msgs?|msging|sms(?:es)?|contact(?:ing)?"
     r"|call(?:s|ing)?|send(?:ing)?|e ?mail(?:s|ing)?|notifications?|alerts?|reminders?"
-    r"|bother(?:ing)?|spam(?:ming)?|harass(?:ing|ment)?)"
+    r"|bother(?:ing)?|spam(?:ming)?|harass(?:ing|ment)?|communicat(?:e|ing|ions?)"
+    r"|correspondence)"
 )
 _TEXTS = (
     r"(?:te?xts?|texting|text messages?|messages?|messaging|msgs?|sms(?:es)?|calls?"
-    r"|notifications?|alerts?|reminders?|subscription)"
+    r"|notifications?|alerts?|reminders?|subscription|communications?|correspondence)"
 )
 _FILLER = (
     r"(?:it|with|all|the|these|those|this|that|your|ur|you|u|ever|please|pls|plz|now|me"
     r"|getting|receiving|any|more|them)"
+)
+# A second channel after "or"/"and", so "stop calling and texting me" is about texts too. Only
+# nouns and "-ing" forms: "stop calling and text me" asks for texts.
+_AND_TEXTS = (
+    r"(?:\s+me)?\s+(?:or|and|nor)\s+(?:(?:the|these|those|your|any|all|me)\s+){0,2}"
+    r"(?:te?xting|messaging|msging|e ?mailing|contacting|sending|spamming|bothering"
+    r"|te?xts|text messages|messages|msgs|sms(?:es)?|e ?mails|notifications|alerts"
+    r"|reminders|communications?)\b"
 )
 _REVOCATIONS = re.compile(
     "|".join(
         [
             # "stop texting me", "quit it with the messages"; "don't stop calling" is not one.
             rf"(?<!don't )(?<!dont )(?<!not )(?<!never )\b(?:stop|quit|cease|halt)"
-            rf"\s+(?:{_FILLER}\s+){{0,3}}{_CONTACT}\b",
+            rf"\s+(?:{_FILLER}\s+){{0,3}}{_CONTACT}\b(?:{_AND_TEXTS})?",
             # "no more texts", "cancel these reminders"; "of" only after "no more", because
             # "the end of the call" is not a revocation.
             rf"\b(?:end|cancel|no more(?: of)?)\s+(?:(?:all|the|these|those|this|your|ur|my"
-            rf"|any|automated|text)\s+){{0,3}}{_TEXTS}\b",
+            rf"|any|automated|text)\s+){{0,3}}{_TEXTS}\b(?:{_AND_TEXTS})?",
             # "don't text me", "do not ever contact me".
             r"\b(?:do not|don't|dont|never)\s+(?:ever\s+)?(?:te?xt|message|msg|sms|contact"
-            r"|e ?mail|bother|spam)\b",
+            r"|e ?mail|bother|spam|communicate)\b",
             # Calls only when the sender plainly means never ("don't call me at work" is not).
             r"\b(?:do not|don't|dont)\s+(?:ever\s+)?call\s+(?:me\s+|us\s+|this number\s+)?"
             r"(?:again|anymore|any more|ever)\b",
@@ -67,12 +76,102 @@ _REVOCATIONS = re.compile(
             r"|cell number|number|phone|cell|info|information|details|contact info))\b",
             r"\b(?:take|get)\s+(?:me|my \w+|this \w+)\s+(?:off|out of)\b",
             r"\b(?:unsubscribe|unsubscribed|unsub|stopall|optout|opt(?:ed)?\s+out|opt me out"
-            r"|revoke|revoked|revoking|revocation|withdraw(?: my)? consent)\b",
+            r"|revoke|revoked|revoking|revocation)\b",
             r"\bwrong (?:number|person|phone|num)\b",
-            r"\b(?:not interested|leave me alone|lose (?:my|this) number)\b",
+            r"\b(?:not interested|leave me alone|lose (?:my|this) number|cease and desist)\b",
+            # "I withdraw my consent", "consent is revoked", "rescinding permission".
+            r"\b(?:withdraw(?:s|n|ing)?|withdrew|rescind(?:s|ed|ing)?|retract(?:s|ed|ing)?"
+            r"|cancel(?:s|led|ling)?|remov(?:e|es|ed|ing)|take back|taking back)"
+            r"\s+(?:(?:my|all|any|the|your|this|of)\s+){0,2}(?:consent|permission)\b",
+            r"\b(?:consent|permission)\s+(?:(?:is|was|has been|hereby|now)\s+){0,2}"
+            r"(?:withdrawn|rescinded|retracted|revoked|cancell?ed|removed|denied)\b",
+            # "I never signed up for these texts": only with a texting word, since "I didn't
+            # ask for this" alone could be about anything.
+            r"\b(?:never|didn't|didnt|did not)\s+(?:sign(?:ed)?\s+up|subscribed?|opt(?:ed)?\s+in"
+            r"|ask(?:ed)?|agreed?)\s+(?:for|to)\s+(?:(?:this|these|those|that|any|your|the|of"
+            r"|receive|receiving|get|getting)\s+){0,3}(?:te?xts?|texting|text messages?|messages"
+            r"|msgs|sms(?:es)?|notifications|alerts|reminders)\b",
         ]
     )
 )
+
+# These are judged on the same words with clause breaks (, ; : . ! ?) kept as " , " tokens,
+# because the comma is what separates "don't call, text me" (asks for texts) from "don't call
+# or text me" (refuses both), and "no, text me" from "no texts".
+_REFUSED_CALL = (
+    r"\b(?:do not|don't|dont|never)\s+(?:ever\s+)?(?:call|phone|ring)"
+    r"(?:\s+(?:me|us|this number|my number|my phone|my cell|here))?"
+    r"(?:\s+(?:again|anymore|any more|ever))?"
+)
+_TEXT_VERB = r"(?:te?xt|message|msg|sms|contact|e ?mail|communicate)"
+# "Instead" after the list makes it a request: "don't call and text me instead".
+_NOT_INSTEAD = r"(?![\w' ]*\binstead\b)"
+# "No" that counts what arrived rather than refusing it: "I got no texts", "still no text?"
+# comes from a patient who wants the texts.
+_NO_COUNT = (
+    r"(?<!got )(?<!get )(?<!had )(?<!have )(?<!has )(?<!received )(?<!receive )(?<!seen )"
+    r"(?<!saw )(?<!see )(?<!sent )(?<!were )(?<!was )(?<!are )(?<!is )(?<!been )(?<!with )"
+    r"(?<!left )(?<!leave )(?<!getting )(?<!gotten )(?<!there's )(?<!theres )(?<!why )"
+    r"(?<!still )(?<!yet )"
+)
+_NO_PREFIX = (
+    r"\bno\s+(?:(?:more|further|automated|marketing|text|sms)\s+){0,2}"
+    r"(?:(?:phone\s+)?calls?\s+(?:,\s+)?(?:or|nor|and)\s+)?"
+)
+_CLAUSE_REVOCATIONS = re.compile(
+    "|".join(
+        [
+            # "do not call or text me", "don't call me again, or text"; a bare "and" only
+            # without a comma before it, since "don't call, and text me" asks for texts.
+            rf"{_REFUSED_CALL}(?:(?:\s+,)?\s+(?:or|nor)|\s+and{_NOT_INSTEAD})"
+            rf"\s+(?:ever\s+)?{_TEXT_VERB}\b",
+            # "do not call, text, or email me"; not "don't call me, text me or email me".
+            rf"{_REFUSED_CALL}\s+,\s+{_TEXT_VERB}(?:\s+,)?\s+(?:or|nor|and)\s+"
+            rf"(?:{_TEXT_VERB}|call)\b{_NOT_INSTEAD}",
+            # "no texts please", "no text messages", "no calls or texts"; not "no texts came
+            # through" or "I got no texts".
+            rf"{_NO_COUNT}{_NO_PREFIX}(?:te?xt messages|te?xts|txts|messages|msgs|smses"
+            r"|notifications|alerts|reminders|communications)\b(?!\s+(?:came|come|coming"
+            r"|arrived|yet|have|has|were|was|showed|show|went|left|received|got)\b)",
+            # A singular only where the clause ends or is polite about it ("no text please",
+            # "no text, call me"), since "no, text me" and "no text me tomorrow" ask for one and
+            # "a call but no text" misses one.
+            rf"{_NO_COUNT}(?<!but )(?<!and ){_NO_PREFIX}(?:te?xt message|te?xt|sms|message"
+            r"|texting|messaging|contact|communication)(?=\s*$|\s+,|\s+(?:please|pls|plz"
+            r"|thanks|thank|ever|anymore|again|or|nor)\b)",
+            # "I do not consent to receive text messages", "I don't consent." Consent to
+            # something else ("I don't consent to sharing my records") is not about texts.
+            r"\b(?:do not|don't|dont|no longer|never|not|didn't|didnt|did not)\s+"
+            r"(?:(?:give|gave|giving|grant|granted|provide|have|had)\s+)?"
+            r"(?:(?:my|you|your|any)\s+)?(?:consent|permission)(?:ed|ing)?"
+            r"(?:(?=\s*$|\s+,|\s+(?:anymore|any more|any longer|please|to this|to that|to these"
+            r"|to it|to any|to them)\b)|\s+(?:to|for)\b[\w' ]{0,40}?"
+            rf"\b(?:{_CONTACT}|be (?:texted|contacted|called|messaged)|receive))",
+        ]
+    )
+)
+# A refusal of calls alone ("don't call me again", "stop calling") is still a revocation,
+# unless the same message asks for texts instead ("never call this number, just text"): a
+# patient who asks to be texted has not revoked consent to texts.
+_CALL_WORD = re.compile(r"\bcall(?:s|ing|ed)?\b")
+_TEXT_WORD = re.compile(
+    r"\b(?:te?xt\w*|txts?|messag\w*|msgs?|msging|sms\w*|notifications?|alerts?|reminders?"
+    r"|contact\w*|communicat\w*|correspondence|e ?mail\w*|bother\w*|spam\w*|harass\w*"
+    r"|subscription|send\w*)\b"
+)
+_TEXT_REQUEST = re.compile(
+    r"(?<!or )(?<!nor )(?<!not )(?<!never )(?<!don't )(?<!dont )(?<!no )(?<!even )"
+    r"(?:\b(?:te?xt|message|msg|sms)\s+(?:me|us|instead|only|back|please|pls|plz|works"
+    r"|is (?:fine|ok|okay|better|best|good))\b"
+    r"|\b(?:just|only|prefer|rather|by|via|over)\s+(?:a\s+)?(?:te?xts?|txts?|sms|messages?"
+    r"|texting|messaging)\b"
+    r"|\b(?:te?xts|texting|messages)\s+(?:is|are)\s+(?:fine|ok|okay|better|best|good)\b)"
+)
+_CLAUSE_BREAK = re.compile(r"[,;:.!?\u2026]+")
+# "call/text" and "call & text" are lists; the bare separators would otherwise vanish and
+# leave "call text", which reads like "don't call, text".
+_SLASH = re.compile(r"(?<=[^\W\d_])\s*/\s*(?=[^\W\d_])")
+_AMPERSAND = re.compile(r"\s*&\s*")
 # A bare "stop" that opens or closes a longer message ("Stop it", "wrong number, stop") is a
 # revocation, unless it is plainly another sense of the word.
 _STOP_OPENING_EXCEPTIONS = frozenset(
@@ -105,18 +204,38 @@ def classify(body: str | None) -> Intent:
 def _is_revocation(text: str) -> bool:
     if any(ch in _STOP_SIGNS for ch in text):
         return True
-    tokens = [word.strip("'") for word in _NOT_WORD.sub(" ", text).split()]
-    tokens = [word for word in tokens if word]
+    text = _AMPERSAND.sub(" and ", _SLASH.sub(" or ", text))
+    tokens = _tokens(text)
     # Capitals read as the keyword even mid-sentence, unless the whole message is shouted.
     if "STOP" in tokens and any(ch.islower() for ch in text):
         return True
     words = [word.lower() for word in tokens]
     if not words:
         return False
-    if _REVOCATIONS.search(" ".join(words)):
+    clauses = " , ".join(
+        " ".join(part).lower() for part in map(_tokens, _CLAUSE_BREAK.split(text)) if part
+    )
+    matches = [
+        *(m.group() for m in _REVOCATIONS.finditer(" ".join(words))),
+        *(m.group() for m in _CLAUSE_REVOCATIONS.finditer(clauses)),
+    ]
+    if any(not _is_call_only(match) for match in matches):
         return True
+    if matches:
+        # Only calls were refused; the "stop" rules below would read "stop calling, text me
+        # instead" the same way, so this answer is final.
+        return not _TEXT_REQUEST.search(clauses)
     while len(words) > 1 and words[0] in _LEADING_COURTESIES:
         words = words[1:]
     if words[0] == "stop" and (len(words) == 1 or words[1] not in _STOP_OPENING_EXCEPTIONS):
         return True
     return words[-1] == "stop" and (len(words) == 1 or words[-2] not in _STOP_CLOSING_EXCEPTIONS)
+
+
+def _tokens(text: str) -> list[str]:
+    tokens = [word.strip("'") for word in _NOT_WORD.sub(" ", text).split()]
+    return [word for word in tokens if word]
+
+
+def _is_call_only(match: str) -> bool:
+    return bool(_CALL_WORD.search(match)) and not _TEXT_WORD.search(match)

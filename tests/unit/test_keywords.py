@@ -140,6 +140,119 @@ def test_it_recognises_a_free_text_revocation(body: str) -> None:
 @pytest.mark.parametrize(
     "body",
     [
+        # Calls and texts refused together.
+        "Do not call or text me",
+        "Please don't call or text this number",
+        "don't call or text",
+        "dont call or txt",
+        "do not text or call",
+        "Don't call me again or text me",
+        "Don't call me, or text me",
+        "Never call or text me",
+        "Do not call/text me",
+        "don't call & text me",
+        "don't call and text me",
+        "Do not call, text, or email me",
+        "Do not call, text or email me",
+        "Stop calling and texting me",
+        "Stop calling me and texting me",
+        "Stop the calls and texts",
+        "No more calls or texts",
+        # "No" texts.
+        "No texts please",
+        "no texts",
+        "no text messages",
+        "No text message please",
+        "No text, call me instead",
+        "No texts or calls",
+        "No calls or texts",
+        "Please no more text messages",
+        "Hi, no texts please",
+        "no further texts thanks",
+        "No SMS",
+        "No contact please",
+        "Call me but no texts please",
+        # Consent.
+        "I do not consent to receive text messages",
+        "I don't consent",
+        "I do not consent.",
+        "I no longer consent to texts",
+        "I never consented to these messages",
+        "You don't have my permission to text me",
+        "I withdraw my consent",
+        "I am withdrawing my consent",
+        "I rescind my consent",
+        "I revoke consent",
+        "Consent withdrawn",
+        "My consent is revoked",
+        "I never signed up for these texts",
+        "I didn't ask for these messages",
+        # All communication.
+        "Please cease all communication",
+        "Please cease all communications",
+        "stop all communication",
+        "cease contact",
+        "Please stop all contact",
+        "Do not communicate with me",
+        "Cease and desist",
+        # Already caught; kept here beside their variants.
+        "no more texts",
+        "do not contact me",
+        "remove me from your list",
+        "unsubscribe me",
+    ],
+)
+def test_it_recognises_a_revocation_of_texts_in_other_words(body: str) -> None:
+    assert classify(body) is Intent.REVOCATION
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "Don't call me again",
+        "Never call this number",
+        "Stop calling me",
+        "No more calls",
+        "You don't have my permission to call me",
+    ],
+)
+def test_a_refusal_of_calls_alone_is_still_a_revocation(body: str) -> None:
+    assert classify(body) is Intent.REVOCATION
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "don't call, text me please",
+        "Don't call, text or email me instead",
+        "Don't call me, text me or email me",
+        "don't call, and text me the results",
+        "Don't call me again, text me please",
+        "Don't call me anymore, just text",
+        "Never call this number, just text",
+        "Stop calling me, text me instead",
+        "Stop calling. Text me",
+        "stop calling and text me",
+        "No more calls, texts are fine",
+        "I don't want to be called, texts are fine",
+        "I don't consent to calls, text me instead",
+        "Put me on your do not call list, text only",
+    ],
+)
+def test_a_refusal_of_calls_that_asks_for_texts_is_not_a_revocation(body: str) -> None:
+    # Opting out here would stop the very texts the patient asked for.
+    assert classify(body) is Intent.OTHER
+
+
+def test_a_request_for_texts_does_not_undo_a_refusal_of_texts() -> None:
+    assert classify("Don't call me again, not even by text") is Intent.REVOCATION
+    assert classify("Stop texting me, just call") is Intent.REVOCATION
+    assert classify("Don't call me again. Don't text me either") is Intent.REVOCATION
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
         "Can you stop by tomorrow?",
         "I'll stop at the front desk on my way in",
         "Stop by after 3?",
@@ -158,6 +271,36 @@ def test_it_recognises_a_free_text_revocation(body: str) -> None:
         "I quit smoking, do I still need the appointment?",
         "Yes please call me back",
         "Starting Monday I can come in",
+        "can you text me the address?",
+        "no, text me tomorrow instead",
+        "No text me tomorrow",
+        "I can't call right now, text me",
+        "Don't call me at work, text me",
+        "Do not call me until after 5, text me",
+        "Please call or text me back",
+        "Call or text whenever",
+        "Is it ok to text or call?",
+        "Don't forget to text me",
+        "Don't call my mom or text her",
+        "stop by tomorrow?",
+        "Stop & Shop is near me",
+        "no problem, thanks",
+        "No worries, text me later",
+        "No, call me instead",
+        "No calls today, I'm at work",
+        "no, thanks for the text",
+        "I got no texts from you",
+        "I have no text messages from you",
+        "I got a call but no text",
+        "Still no text?",
+        "You called but left no message",
+        "No texts came through, can you resend?",
+        "No messages left on my voicemail",
+        "There were no reminders sent",
+        "I have no contact with my ex",
+        "no contact info on your website?",
+        "I don't consent to sharing my records with my employer",
+        "I didn't ask for a refill",
         "Information about parking?",
         "Help me reschedule",
         "Thanks!",
