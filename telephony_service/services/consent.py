@@ -100,11 +100,28 @@ def cancel_unsent(
     return int(result.rowcount)  # type: ignore[attr-defined]
 
 
-def stop_cadence(session: Session, task: Task, *, at: datetime, reason: str) -> bool:
+def contact_made(session: Session, task: Task, *, at: datetime, reason: str) -> None:
+    """Real contact with the patient (a reply, a call from them, a link they acted on, an
+    agent who reached them) ends the automated follow-ups of this task and of every other
+    open task of theirs: a patient who has just written or spoken to the practice must not
+    go on getting "we tried to reach you" texts about another subject. The other tasks stay
+    open for staff, with the cause on their timelines."""
+    stop_cadence(session, task, at=at, reason=reason)
+    if task.contact_id is None:
+        return
+    for other in open_tasks(session, task.contact_id):
+        if other.id != task.id:
+            stop_cadence(session, other, at=at, reason=reason, via_task=task.id)
+
+
+def stop_cadence(
+    session: Session, task: Task, *, at: datetime, reason: str, via_task: int | None = None
+) -> bool:
     """Real contact (or an opt-out) ends the automated follow-ups of a task.
 
     The task stays open for staff; pending steps and automated texts are canceled.
-    False if the cadence had already stopped.
+    `via_task`: the contact was made on that other task of the patient's. False if the
+    cadence had already stopped.
     """
     if task.cadence_stopped_at is not None:
         return False
@@ -118,7 +135,10 @@ def stop_cadence(session: Session, task: Task, *, at: datetime, reason: str) -> 
         execution_options={"synchronize_session": False},
     )
     cancel_unsent(session, task_id=task.id, at=at, reason=reason, automated_only=True)
-    session.add(TaskEvent(task_id=task.id, at=at, kind="cadence_stopped", data={"reason": reason}))
+    data: dict[str, object] = {"reason": reason}
+    if via_task is not None:
+        data["task_id"] = via_task
+    session.add(TaskEvent(task_id=task.id, at=at, kind="cadence_stopped", data=data))
     return True
 
 

@@ -151,7 +151,7 @@ def _voice_status(
         _timeline(session, task, at, "call_merged", data={"call_count": task.call_count})
         # The patient is trying to reach us: no more "we missed you" texts; the raised
         # priority puts the task in front of an agent instead.
-        consent.stop_cadence(session, task, at=at, reason="inbound_call")
+        consent.contact_made(session, task, at=at, reason="inbound_call")
         ready: list[int] = []
     else:
         category = Category.VOICEMAIL if call.recording_sid else Category.MISSED_CALL

@@ -17,7 +17,7 @@ from telephony_service.db import at_commit, table
 from telephony_service.domain.calendar import BusinessCalendar
 from telephony_service.domain.statuses import TaskStatus, is_open
 from telephony_service.models import Link, Practice, Task, TaskEvent
-from telephony_service.services.consent import stop_cadence
+from telephony_service.services.consent import contact_made
 from telephony_service.services.practices import PracticeCard, calendar_for
 
 LINK_TTL = timedelta(days=7)
@@ -348,7 +348,7 @@ def request_callback(session: Session, link: Link, slot: datetime, now: datetime
             data={"at": slot.isoformat(), "link_id": link.id},
         )
     )
-    stop_cadence(session, task, at=now, reason="callback_requested")
+    contact_made(session, task, at=now, reason="callback_requested")
     return slot
 
 
@@ -364,7 +364,7 @@ def book_online(session: Session, link: Link, now: datetime) -> str:
         session.add(
             TaskEvent(task_id=task.id, at=now, kind="link_booked", data={"link_id": link.id})
         )
-        stop_cadence(session, task, at=now, reason="booked_online")
+        contact_made(session, task, at=now, reason="booked_online")
     return practice.booking_url
 
 

@@ -222,6 +222,9 @@ def change_status(
             data={"from": current.value, "to": target.value},
         )
     )
-    if target in _CONTACT_MADE or not is_open(target):
-        # The patient was reached (or the task is over): no more automated texts.
+    if target in _CONTACT_MADE:
+        # The patient was reached: no more automated texts, on this task or another.
+        consent.contact_made(session, task, at=now, reason=target.value)
+    elif not is_open(target):
+        # The task is over: its automated texts end with it.
         consent.stop_cadence(session, task, at=now, reason=target.value)

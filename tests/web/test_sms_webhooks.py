@@ -16,6 +16,7 @@ from tests.helpers import (
     ANA,
     RIVERSIDE_NUMBER,
     call_ended,
+    make_api_key,
     make_practice,
     new_sid,
     post_twilio,
@@ -186,6 +187,52 @@ def test_it_attaches_a_reply_to_the_open_task_and_stops_the_cadence(
         entry = session.scalars(select(Task).where(Task.id == task.id)).one()
         texts = [e.text for e in entry.timeline if e.kind == "sms_reply"]
         assert texts == ["Yes please call me after 3"]
+
+
+def test_it_stops_the_automated_texts_of_every_open_task_of_a_patient_who_replies(
+    services: Services,
+    client: FlaskClient,
+    worker_redis: Redis,
+    twilio_messages: FakeMessages,
+    clock: FakeClock,
+) -> None:
+    """Ana's missed call has its cadence; a referral for her arrives later, and she answers
+    a text. The reply goes on the newest task, and neither task texts her again."""
+    _missed_call_with_text(services, client, worker_redis)
+    [missed] = tasks_of(services)
+    key = make_api_key(services, missed.practice_id)
+    response = client.post(
+        "/api/v1/inquiries",
+        json={"category": "referral", "phone": ANA, "name": "Ana Lima", "source": "ehr"},
+        headers={"Authorization": f"Bearer {key}"},
+    )
+    assert response.status_code == 201
+    referral_id = response.get_json()["id"]
+    run_jobs(services, worker_redis)
+    texts_before = len(twilio_messages.sent)
+
+    _text_in(client, "yes, call me after 3")
+    run_jobs(services, worker_redis)
+
+    by_id = {task.id: task for task in tasks_of(services)}
+    assert by_id[referral_id].cadence_stop_reason == "reply"
+    assert by_id[missed.id].cadence_stop_reason == "reply"
+    with services.session() as session:
+        pending = session.scalars(
+            select(FollowUp).where(FollowUp.task_id == missed.id, FollowUp.state == "pending")
+        ).all()
+        assert pending == []
+        [stopped] = [
+            e for e in session.get_one(Task, missed.id).timeline if e.kind == "cadence_stopped"
+        ]
+        assert stopped.data == {"reason": "reply", "task_id": referral_id}
+    for day in (18, 19, 20, 23, 24, 25):
+        clock.now = datetime(2026, 11, day, 15, 0, tzinfo=UTC)
+        schedule_once(services)
+        run_jobs(services, worker_redis)
+    assert len(twilio_messages.sent) == texts_before
+    # Both stay open for staff.
+    assert {by_id[referral_id].status, by_id[missed.id].status} <= {"new", "first_attempted"}
 
 
 def test_it_opens_an_sms_inquiry_for_a_text_with_no_open_task(
