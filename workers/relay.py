@@ -54,7 +54,9 @@ _WAITING = frozenset(
 )
 
 
-def waiting_jobs(services: Services, job_ids: Sequence[str]) -> set[str]:
+def waiting_jobs(
+    services: Services, job_ids: Sequence[str], *, abandoned_after: timedelta = ABANDONED_AFTER
+) -> set[str]:
     """The ids among `job_ids` whose jobs RQ still holds to run, found in one round trip.
 
     A pass offers work again once its lease has run out, and in a backlog (texts due faster
@@ -77,13 +79,17 @@ def waiting_jobs(services: Services, job_ids: Sequence[str]) -> set[str]:
         state = status.decode() if status else None
         if state in _WAITING or (
             state == JobStatus.STARTED.value
-            and not _abandoned_since(utcparse(started.decode()) if started else None)
+            and not _abandoned_since(
+                utcparse(started.decode()) if started else None, abandoned_after
+            )
         ):
             waiting.add(job_id)
     return waiting
 
 
-def clear_dead_job(services: Services, job_id: str) -> None:
+def clear_dead_job(
+    services: Services, job_id: str, *, abandoned_after: timedelta = ABANDONED_AFTER
+) -> None:
     """Remove a failed or abandoned job, so the same id can be enqueued again.
 
     A failed job keeps its id in RQ's failed registry; a unique enqueue would then be
@@ -96,23 +102,19 @@ def clear_dead_job(services: Services, job_id: str) -> None:
         return
     status = job.get_status(refresh=False)
     if status in (JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED) or (
-        status == JobStatus.STARTED and _abandoned(job)
+        status == JobStatus.STARTED and _abandoned_since(job.started_at, abandoned_after)
     ):
         job.delete()
 
 
-def _abandoned(job: Job) -> bool:
-    return _abandoned_since(job.started_at)
-
-
-def _abandoned_since(started: datetime | None) -> bool:
+def _abandoned_since(started: datetime | None, after: timedelta) -> bool:
     # A job is a few database statements; one "started" long ago belonged to a worker that
     # was killed mid-job (SIGKILL, out of memory) and will never finish it.
     if started is None:
         return True
     if started.tzinfo is None:  # RQ stores naive UTC
         started = started.replace(tzinfo=UTC)
-    return datetime.now(UTC) - started > ABANDONED_AFTER
+    return datetime.now(UTC) - started > after
 
 
 class Every(threading.Thread):

@@ -9,6 +9,7 @@ Redis flush never make a second send: the send itself is claimed in the database
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 
 from telephony_service.services import delivery, followups
 from telephony_service.wiring import Services
@@ -20,6 +21,12 @@ log = logging.getLogger(__name__)
 # Texts are due to the second (a rate-limited sender's next slot, a deferral's end), so
 # the scheduler looks often; a pass that finds nothing is one indexed query.
 INTERVAL_SECONDS = 0.5
+# A send, a reconciliation or a step takes seconds (its HTTP timeout, a lock wait). A job
+# of one still "started" this long after it began belongs to a worker that was killed:
+# for a text, reconciliation has taken its claim back by now (CLAIM_LEASE) and offers it
+# again. Left to the relay's ten minutes, a text-back killed mid-send went out that late.
+# Taken for dead wrongly, a job only makes the new one find the row claimed or done.
+ABANDONED_AFTER = timedelta(minutes=2)
 
 
 def schedule_once(services: Services) -> int:
@@ -38,11 +45,13 @@ def schedule_once(services: Services) -> int:
     ]
     # Offered again after its lease, a text is often still waiting in RQ (a backlog): its
     # job is left as it is.
-    waiting = waiting_jobs(services, [job_id for job_id, _, _ in offers])
+    waiting = waiting_jobs(
+        services, [job_id for job_id, _, _ in offers], abandoned_after=ABANDONED_AFTER
+    )
     enqueued = 0
     for job_id, enqueue, row_id in offers:
         if job_id in waiting:
             continue
-        clear_dead_job(services, job_id)
+        clear_dead_job(services, job_id, abandoned_after=ABANDONED_AFTER)
         enqueued += enqueue(row_id)
     return enqueued

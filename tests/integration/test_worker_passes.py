@@ -18,7 +18,9 @@ from tests.helpers import ANA, BEN, make_practice
 from tests.sms_support import text_back_due
 from workers import runtime
 from workers.main import run_worker
-from workers.relay import ABANDONED_AFTER, relay_once
+from workers.relay import ABANDONED_AFTER as RELAY_ABANDONED_AFTER
+from workers.relay import relay_once
+from workers.scheduler import ABANDONED_AFTER as SCHEDULER_ABANDONED_AFTER
 from workers.scheduler import schedule_once
 
 
@@ -117,16 +119,26 @@ def test_it_leaves_texts_waiting_in_rq_alone_and_requeues_the_one_rq_lost(
     assert sorted(services.work.queue.job_ids) == sorted(send_job_id(m) for m in texts)
 
 
+@pytest.mark.parametrize(
+    "started_ago",
+    [
+        # The relay's limit: long past any job.
+        RELAY_ABANDONED_AFTER + timedelta(minutes=1),
+        # A text-back whose worker was killed mid-send: reconciliation took the claim back
+        # after a minute and offers the text again; it must not wait out the relay's ten.
+        SCHEDULER_ABANDONED_AFTER + timedelta(seconds=10),
+    ],
+)
 def test_it_requeues_a_send_a_killed_worker_left_started_but_not_one_still_running(
-    services: Services, clock: FakeClock
+    services: Services, clock: FakeClock, started_ago: timedelta
 ) -> None:
     practice = make_practice(services)
     running, abandoned = (text_back_due(services, practice.id, caller) for caller in (ANA, BEN))
-    # A worker took both jobs; it started one of them long ago, and died.
+    # A worker took both jobs; it started one of them a while ago, and died.
     now = datetime.now(UTC)  # RQ's clock, not the test's
     for message_id, started in (
-        (running, now),
-        (abandoned, now - ABANDONED_AFTER - timedelta(minutes=1)),
+        (running, now - timedelta(seconds=30)),
+        (abandoned, now - started_ago),
     ):
         assert services.work.enqueue_send(message_id)
         job = Job.fetch(send_job_id(message_id), connection=services.redis)
