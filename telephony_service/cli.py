@@ -281,6 +281,30 @@ def apikey_add(practice_id: int) -> None:
 
 
 @main.group()
+def link() -> None:
+    """Scheduling links sent in texts."""
+
+
+@link.command("revoke")
+@click.option("--practice", "practice_id", type=int, required=True)
+@click.option("--task", "task_id", type=int, required=True)
+def link_revoke(practice_id: int, task_id: int) -> None:
+    """Revoke a task's live links: they open a page with the practice's number instead."""
+    from telephony_service.clock import system_clock
+    from telephony_service.services.links import UnknownTask, revoke_links
+
+    with _session(_settings()) as session:
+        try:
+            count = revoke_links(
+                session, practice_id=practice_id, task_id=task_id, now=system_clock()
+            )
+        except UnknownTask as exc:
+            raise _fail(exc) from None
+        session.commit()
+    click.echo(f"{count} link(s) revoked")
+
+
+@main.group()
 def events() -> None:
     """Stored Twilio events."""
 

@@ -179,8 +179,24 @@ def link_state(link: Link, now: datetime) -> LinkState:
     return "valid"
 
 
+class UnknownTask(LookupError):
+    pass
+
+
+def revoke_links(session: Session, *, practice_id: int, task_id: int, now: datetime) -> int:
+    """Staff revoke a task's live links (a text that went to the wrong person, say): each
+    then opens the practice's "no longer active" page with its number. On the task's
+    timeline; returns how many were live. Another practice's task is unknown here."""
+    task = session.get(Task, task_id)
+    if task is None or task.practice_id != practice_id:
+        raise UnknownTask(f"practice {practice_id} has no task {task_id}")
+    revoked = revoke_task_links(session, task_id, now)
+    session.add(TaskEvent(task_id=task_id, at=now, kind="links_revoked", data={"links": revoked}))
+    return revoked
+
+
 def revoke_task_links(session: Session, task_id: int, now: datetime) -> int:
-    """Revoke every live link of a task (it closed, or staff asked); returns how many."""
+    """Revoke every live link of a task; returns how many."""
     result = session.execute(
         update(Link)
         .where(Link.task_id == task_id, Link.revoked_at.is_(None))

@@ -20,7 +20,15 @@ from telephony_service.services import delivery
 from telephony_service.services.inbound import KIND as SMS_INCOMING
 from telephony_service.services.practices import InvalidInput, parse_texting_window
 from tests.conftest import ACCOUNT_SID, AUTH_TOKEN, PUBLIC_BASE_URL
-from tests.helpers import ANA, RIVERSIDE_NUMBER, make_practice, practice_row
+from tests.helpers import (
+    ANA,
+    RIVERSIDE_NUMBER,
+    call_ended,
+    make_practice,
+    new_sid,
+    practice_row,
+    run_jobs,
+)
 
 FLOOR = {day: ["08:00", "20:00"] for day in ("mon", "tue", "wed", "thu", "fri", "sat", "sun")}
 
@@ -320,3 +328,34 @@ def test_it_still_simulates_a_missed_call_on_the_shared_plumbing(telephony, serv
     with services.session() as session:
         kinds = list(session.scalars(select(WebhookEvent.kind)))
     assert kinds == ["voice.status"]
+
+
+def test_it_revokes_a_tasks_links_for_staff(
+    telephony, services, client, clock, twilio_messages
+) -> None:
+    from telephony_service.models import Link, Task, TaskEvent
+    from telephony_service.services.links import create_link
+
+    practice = make_practice(services)
+    other = make_practice(services, name="Harbor Pediatrics", number="+14155550111")
+    call_ended(client, new_sid("CA"))
+    run_jobs(services, services.redis)
+    with services.session() as session:
+        task = session.scalars(select(Task)).one()
+        token = create_link(session, practice_id=practice.id, task_id=task.id, now=clock())
+        session.commit()
+    assert client.get(f"/s/{token}").status_code == 200
+
+    refused = telephony("link", "revoke", "--practice", str(other.id), "--task", str(task.id))
+    assert refused.exit_code != 0 and "no task" in refused.output
+    result = telephony("link", "revoke", "--practice", str(practice.id), "--task", str(task.id))
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == "2 link(s) revoked"  # the text-back's and this one
+
+    page = client.get(f"/s/{token}")
+    assert page.status_code == 410
+    assert "no longer active" in page.get_data(as_text=True)
+    with services.session() as session:
+        assert all(link.revoked_at is not None for link in session.scalars(select(Link)))
+        [line] = session.scalars(select(TaskEvent).where(TaskEvent.kind == "links_revoked"))
+        assert line.data == {"links": 2}
