@@ -139,6 +139,15 @@ def _zone(name: str) -> ZoneInfo:
         raise ValueError(f"unknown time zone {name!r}") from None
 
 
+def is_zone(name: str) -> bool:
+    """Whether the gate knows `name` as a time zone (a contact's zone must be one)."""
+    try:
+        _zone(name)
+    except ValueError:
+        return False
+    return True
+
+
 def _one_clock(zones: tuple[str, ...]) -> bool:
     offsets = {tuple(at.astimezone(_zone(z)).utcoffset() for at in _OFFSET_SAMPLES) for z in zones}
     return len(offsets) == 1

@@ -462,3 +462,6 @@ AREA_CODE_STATES: Mapping[int, str] = MappingProxyType(
         989: "MI",
     }
 )
+
+# The fifty states and DC: each has an area code above.
+US_STATES: frozenset[str] = frozenset(AREA_CODE_STATES.values())

@@ -40,8 +40,10 @@ from telephony_service.db import (
     writes_at_commit,
 )
 from telephony_service.domain.categories import BASE_PRIORITY, INQUIRY_CATEGORIES, Category
+from telephony_service.domain.compliance import is_zone
 from telephony_service.domain.phones import mask_phone, normalise_phone
 from telephony_service.domain.sla import first_response_due
+from telephony_service.domain.states import US_STATES
 from telephony_service.domain.statuses import OPEN, TaskStatus
 from telephony_service.models import (
     Call,
@@ -257,11 +259,17 @@ class Inquiry:
     name: str | None
     reason: str | None
     source: str
+    # Where the patient is, when the sender knows better than the number's area code: the
+    # compliance gate's window is the patient's local time.
+    timezone: str | None = None
+    state: str | None = None
 
     def fingerprint(self) -> str:
-        payload = json.dumps(
-            [self.category, self.phone, self.name, self.reason, self.source], sort_keys=True
-        )
+        fields: list[str | None] = [self.category, self.phone, self.name, self.reason, self.source]
+        if self.timezone is not None or self.state is not None:
+            # Only then: a retry of a request stored before these fields matches its task.
+            fields += [self.timezone, self.state]
+        payload = json.dumps(fields, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()
 
 
@@ -301,7 +309,9 @@ def parse_inquiry(payload: Any) -> Inquiry:
             errors[field] = f"must be at most {limit} characters"
         else:
             text[field] = " ".join(value.split()) or None
-    unknown = sorted(set(payload) - {"category", "phone", *FIELD_LIMITS})
+    timezone = _optional_zone(payload.get("timezone"), errors)
+    state = _optional_state(payload.get("state"), errors)
+    unknown = sorted(set(payload) - {"category", "phone", "timezone", "state", *FIELD_LIMITS})
     for field in unknown:
         errors[field] = "is not a known field"
     if errors:
@@ -313,7 +323,27 @@ def parse_inquiry(payload: Any) -> Inquiry:
         name=text["name"],
         reason=text["reason"],
         source=text["source"] or "api",
+        timezone=timezone,
+        state=state,
     )
+
+
+def _optional_zone(value: Any, errors: dict[str, str]) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not is_zone(value):
+        errors["timezone"] = "must be an IANA time zone, e.g. America/Chicago"
+        return None
+    return value
+
+
+def _optional_state(value: Any, errors: dict[str, str]) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or value.strip().upper() not in US_STATES:
+        errors["state"] = "must be a two-letter US state code, e.g. TX"
+        return None
+    return value.strip().upper()
 
 
 def create_inquiry_task(
@@ -334,6 +364,11 @@ def create_inquiry_task(
     contact = _lock_contact(session, practice.id, inquiry.phone, now)
     if inquiry.name and not contact.name:
         contact.name = inquiry.name
+    # The newest word on where the patient is wins; the number's area code is only a guess.
+    if inquiry.timezone is not None:
+        contact.timezone = inquiry.timezone
+    if inquiry.state is not None:
+        contact.state = inquiry.state
     if inquiry.category == Category.NEW_PATIENT_REQUEST and contact.is_known_patient is None:
         contact.is_known_patient = False
     try:

@@ -97,6 +97,16 @@ INQUIRY_SCHEMA: dict[str, Any] = {
         "category": {"enum": sorted(c.value for c in INQUIRY_CATEGORIES)},
         "phone": {"type": "string", "description": "any common format; stored as E.164"},
         **{field: {"type": "string", "maxLength": limit} for field, limit in FIELD_LIMITS.items()},
+        "timezone": {
+            "type": "string",
+            "description": "the patient's IANA time zone, if known (e.g. America/Chicago); "
+            "texts keep to the patient's local hours, which the number's area code only guesses",
+        },
+        "state": {
+            "type": "string",
+            "pattern": "^[A-Za-z]{2}$",
+            "description": "the patient's US state, if known (e.g. TX): its texting rules apply",
+        },
     },
 }
 

@@ -6,6 +6,7 @@ from datetime import datetime
 
 import jsonschema
 import pytest
+from sqlalchemy import select
 
 from telephony_service.services import intake
 from telephony_service.web.openapi import openapi_document
@@ -136,6 +137,10 @@ def test_it_refuses_an_idempotency_key_reused_for_another_request(client, key):
         ({"category": "referral", "phone": ANA, "reason": "x" * 1001}, "reason"),
         ({"category": "referral", "phone": ANA, "name": 42}, "name"),
         ({"category": "referral", "phone": ANA, "ssn": "123"}, "ssn"),
+        ({"category": "referral", "phone": ANA, "timezone": "Mars/Olympus_Mons"}, "timezone"),
+        ({"category": "referral", "phone": ANA, "timezone": 5}, "timezone"),
+        ({"category": "referral", "phone": ANA, "state": "Texas"}, "state"),
+        ({"category": "referral", "phone": ANA, "state": "PR"}, "state"),
     ],
 )
 def test_it_names_each_bad_field(client, key, body, field):
@@ -262,3 +267,24 @@ def test_it_serves_an_openapi_document_that_covers_every_api_route(client, app):
     }
     assert routes == documented
     jsonschema.Draft202012Validator.check_schema(document["components"]["schemas"]["Task"])
+
+
+def test_it_keeps_the_patients_time_zone_and_state_from_the_sender(client, key, services):
+    """A web form knows where the patient is better than the number's area code: the
+    compliance gate reads the contact's zone and state first."""
+    from telephony_service.models import Contact
+
+    body = {"category": "referral", "phone": ANA, "timezone": "America/Chicago", "state": "tx"}
+    first = post_inquiry(client, key, body, idempotency_key="ref-1")
+    assert first.status_code == 201
+    assert post_inquiry(client, key, body, idempotency_key="ref-1").status_code == 200
+    with services.session() as session:
+        contact = session.scalars(select(Contact)).one()
+        assert (contact.timezone, contact.state) == ("America/Chicago", "TX")
+
+    # A later inquiry without them leaves what is known; one with them updates it.
+    post_inquiry(client, key, {"category": "web_form", "phone": ANA})
+    post_inquiry(client, key, {"category": "web_form", "phone": ANA, "timezone": "America/Denver"})
+    with services.session() as session:
+        contact = session.scalars(select(Contact)).one()
+        assert (contact.timezone, contact.state) == ("America/Denver", "TX")
