@@ -19,7 +19,12 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from phonenumbers.tzdata import TIMEZONE_DATA
 
 from telephony_service.domain.phones import number_facts
-from telephony_service.domain.states import AREA_CODE_STATES, STATE_RULES, StateRule
+from telephony_service.domain.states import (
+    AREA_CODE_STATES,
+    STATE_RULES,
+    STATE_ZONES,
+    StateRule,
+)
 from telephony_service.domain.us_holidays import us_holidays
 
 Hours = tuple[time, time]
@@ -309,8 +314,20 @@ def _intersect_intervals(
     return result
 
 
+def patient_zones(phone: str, known_zone: str | None, state: str | None) -> tuple[str, ...]:
+    """The zones the patient may be in: the known one, else their state's on file, else the
+    number's, else none. Where the patient lives says more than the number's area code
+    (kept after a move), and a state's rules read on another state's clock could start an
+    hour early."""
+    if known_zone is None and state:
+        found = STATE_ZONES.get(state.upper())
+        if found is not None:
+            return found
+    return contact_zones(phone, known_zone)
+
+
 def _window_for(contact: ContactFacts, policy: Policy, channel: Channel) -> _Window:
-    zones = contact_zones(contact.phone, contact.timezone)
+    zones = patient_zones(contact.phone, contact.timezone, contact.state)
     state = contact.state.upper() if contact.state else state_for_number(contact.phone)
     return _Window(
         zones=zones or (_UNKNOWN_ZONE,),

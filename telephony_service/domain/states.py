@@ -465,3 +465,65 @@ AREA_CODE_STATES: Mapping[int, str] = MappingProxyType(
 
 # The fifty states and DC: each has an area code above.
 US_STATES: frozenset[str] = frozenset(AREA_CODE_STATES.values())
+
+# The clocks a patient in each state may keep, for a contact whose state is known and zone is
+# not. A state that spans zones lists each (the gate allows only minutes inside all of
+# them): the Florida panhandle, Texas's El Paso, the Navajo Nation in Arizona (daylight time),
+# northern Idaho, eastern Oregon, western Kansas, Nebraska and the Dakotas, Indiana's
+# Chicago-side counties, western Kentucky and Tennessee's east, Michigan's Upper Peninsula,
+# the Aleutians.
+STATE_ZONES: Mapping[str, tuple[str, ...]] = MappingProxyType(
+    {
+        "AK": ("America/Anchorage", "America/Adak"),
+        "AL": ("America/Chicago",),
+        "AR": ("America/Chicago",),
+        "AZ": ("America/Phoenix", "America/Denver"),
+        "CA": ("America/Los_Angeles",),
+        "CO": ("America/Denver",),
+        "CT": ("America/New_York",),
+        "DC": ("America/New_York",),
+        "DE": ("America/New_York",),
+        "FL": ("America/New_York", "America/Chicago"),
+        "GA": ("America/New_York",),
+        "HI": ("Pacific/Honolulu",),
+        "IA": ("America/Chicago",),
+        "ID": ("America/Boise", "America/Los_Angeles"),
+        "IL": ("America/Chicago",),
+        "IN": ("America/Indiana/Indianapolis", "America/Chicago"),
+        "KS": ("America/Chicago", "America/Denver"),
+        "KY": ("America/New_York", "America/Chicago"),
+        "LA": ("America/Chicago",),
+        "MA": ("America/New_York",),
+        "MD": ("America/New_York",),
+        "ME": ("America/New_York",),
+        "MI": ("America/Detroit", "America/Menominee"),
+        "MN": ("America/Chicago",),
+        "MO": ("America/Chicago",),
+        "MS": ("America/Chicago",),
+        "MT": ("America/Denver",),
+        "NC": ("America/New_York",),
+        "ND": ("America/Chicago", "America/Denver"),
+        "NE": ("America/Chicago", "America/Denver"),
+        "NH": ("America/New_York",),
+        "NJ": ("America/New_York",),
+        "NM": ("America/Denver",),
+        "NV": ("America/Los_Angeles",),
+        "NY": ("America/New_York",),
+        "OH": ("America/New_York",),
+        "OK": ("America/Chicago",),
+        "OR": ("America/Los_Angeles", "America/Boise"),
+        "PA": ("America/New_York",),
+        "RI": ("America/New_York",),
+        "SC": ("America/New_York",),
+        "SD": ("America/Chicago", "America/Denver"),
+        "TN": ("America/Chicago", "America/New_York"),
+        "TX": ("America/Chicago", "America/Denver"),
+        "UT": ("America/Denver",),
+        "VA": ("America/New_York",),
+        "VT": ("America/New_York",),
+        "WA": ("America/Los_Angeles",),
+        "WI": ("America/Chicago",),
+        "WV": ("America/New_York",),
+        "WY": ("America/Denver",),
+    }
+)

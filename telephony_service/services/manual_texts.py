@@ -257,7 +257,7 @@ def _defer_words(reason: str) -> str:
 
 
 def _patient_time(contact: Contact, at: datetime, now: datetime) -> str:
-    zones = compliance.contact_zones(contact.phone, contact.timezone)
+    zones = compliance.patient_zones(contact.phone, contact.timezone, contact.state)
     local = at.astimezone(ZoneInfo(zones[0] if zones else _UNKNOWN_ZONE))
     if at - now > timedelta(days=6):
         return f"{local:%a} {local:%b} {local.day} {clock(local)}"

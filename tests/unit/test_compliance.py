@@ -257,8 +257,10 @@ def test_it_sends_nothing_on_a_state_holiday_in_a_no_holiday_state() -> None:
 def test_it_takes_the_state_on_file_before_the_number() -> None:
     who = contact(NY_PATIENT, state="tx")
 
+    # Texas's Sunday noon, on Texas clocks (El Paso's Mountain time the latest), not on the
+    # New York number's.
     assert deferred_until(gate(local(NEW_YORK, 2026, 1, 18, 11, 0), who)) == local(
-        NEW_YORK, 2026, 1, 18, 12, 0
+        ZoneInfo("America/Denver"), 2026, 1, 18, 12, 0
     )
 
 
@@ -744,3 +746,25 @@ def test_it_lists_only_area_codes_of_the_united_states() -> None:
             if phonenumbers.is_valid_number(number)
         }
         assert regions == {"US"}, area_code
+
+
+def test_it_keeps_the_clocks_of_the_patients_state_when_only_the_state_is_known() -> None:
+    """A form said Texas; the number (toll-free, or from before a move) says nothing or
+    something else. Texas's Sunday noon is read on Texas clocks, El Paso's included."""
+    denver = ZoneInfo("America/Denver")
+    for phone in (TOLL_FREE, NY_PATIENT):
+        who = contact(phone, state="TX")
+        sunday = local(NEW_YORK, 2026, 1, 18, 12, 0)  # 11:00 in Dallas
+        assert deferred_until(gate(sunday, who)) == local(denver, 2026, 1, 18, 12, 0)
+        assert gate(local(denver, 2026, 1, 18, 12, 0), who) == Allowed()
+    # A known zone still wins over the state's list.
+    dallas = contact(TOLL_FREE, timezone="America/Chicago", state="TX")
+    assert gate(local(CHICAGO, 2026, 1, 18, 12, 0), dallas) == Allowed()
+
+
+def test_it_knows_the_clocks_of_every_state() -> None:
+    from telephony_service.domain.states import STATE_ZONES, US_STATES
+
+    assert set(STATE_ZONES) == set(US_STATES)
+    for zones in STATE_ZONES.values():
+        assert zones and all(ZoneInfo(zone) for zone in zones)
