@@ -43,7 +43,7 @@ from telephony_service.domain.categories import BASE_PRIORITY, INQUIRY_CATEGORIE
 from telephony_service.domain.compliance import is_zone
 from telephony_service.domain.phones import mask_phone, normalise_phone
 from telephony_service.domain.sla import first_response_due
-from telephony_service.domain.states import US_STATES
+from telephony_service.domain.states import STATE_ZONES, US_STATES
 from telephony_service.domain.statuses import OPEN, TaskStatus
 from telephony_service.models import (
     Call,
@@ -365,10 +365,13 @@ def create_inquiry_task(
     if inquiry.name and not contact.name:
         contact.name = inquiry.name
     # The newest word on where the patient is wins; the number's area code is only a guess.
-    if inquiry.timezone is not None:
-        contact.timezone = inquiry.timezone
     if inquiry.state is not None:
         contact.state = inquiry.state
+        if inquiry.timezone is None and contact.timezone not in STATE_ZONES[inquiry.state]:
+            # A zone from before a move would put the new state's rules on the old clock.
+            contact.timezone = None
+    if inquiry.timezone is not None:
+        contact.timezone = inquiry.timezone
     if inquiry.category == Category.NEW_PATIENT_REQUEST and contact.is_known_patient is None:
         contact.is_known_patient = False
     try:

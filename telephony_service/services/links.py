@@ -13,11 +13,11 @@ from typing import Literal
 from sqlalchemy import Insert, insert, select, update
 from sqlalchemy.orm import Session
 
-from telephony_service.db import at_commit, table
+from telephony_service.db import at_commit, locked, table
 from telephony_service.domain.calendar import BusinessCalendar
 from telephony_service.domain.statuses import TaskStatus, is_open
 from telephony_service.models import Link, Practice, Task, TaskEvent
-from telephony_service.services.consent import contact_made
+from telephony_service.services.consent import contact_made, lock_contact
 from telephony_service.services.practices import PracticeCard, calendar_for
 
 LINK_TTL = timedelta(days=7)
@@ -393,7 +393,7 @@ def _actionable(session: Session, link: Link, now: datetime) -> tuple[Practice, 
     state = link_state(link, now)
     if state != "valid":
         raise LinkUnavailable(_card(practice), state)
-    task = _task(session, link)
+    task = _locked_task(session, link)
     if link.task_id is not None and task is None:
         raise NoActions(_card(practice))
     return practice, task
@@ -403,6 +403,21 @@ def _practice(session: Session, link: Link) -> Practice:
     practice = session.get(Practice, link.practice_id)
     assert practice is not None  # a foreign key, deleted with its links
     return practice
+
+
+def _locked_task(session: Session, link: Link) -> Task | None:
+    """_task for an action that changes it: its contact locked, then the task (the lock
+    order everywhere), as the action stops the automated texts of the patient's other
+    tasks too; a reply applied meanwhile takes the same locks in the same order."""
+    if link.task_id is None:
+        return None
+    contact_id = session.scalar(select(Task.contact_id).where(Task.id == link.task_id))
+    if contact_id is not None:
+        lock_contact(session, contact_id)
+    if session.get(Task, link.task_id) is None:
+        return None
+    locked(session, Task, link.task_id)
+    return _task(session, link)
 
 
 def _task(session: Session, link: Link) -> Task | None:

@@ -168,7 +168,11 @@ def record_outcome(
     if dispositions.stops_cadence(disposition):
         # change_status stops it on the way into a reached status; an outcome recorded on a
         # task already in one (scheduled, scheduled again) must stop it all the same.
-        consent.contact_made(session, task, at=now, reason="reached")
+        if disposition in dispositions.REACHED:
+            consent.contact_made(session, task, at=now, reason="reached")
+        else:
+            # A closing outcome without contact (a wrong number) ends this task's texts only.
+            consent.stop_cadence(session, task, at=now, reason="reached")
     task.updated_at = now
     data: dict[str, object] = {"disposition": disposition.value, "user_id": user.id}
     if nonce:

@@ -348,6 +348,47 @@ def test_it_closes_a_wrong_number_with_a_flag(
         assert pending_steps(session, referral) == []
 
 
+def _second_task(services: Services, practice: Practice) -> int:
+    """Another open task of Ana's, a web form, with its own cadence."""
+    with services.session() as session:
+        task, _ = create_inquiry_task(
+            session,
+            session.get_one(Practice, practice.id),
+            Inquiry(Category.WEB_FORM, ANA, "Ana Lima", "Question about hours", "website"),
+            idempotency_key=None,
+            now=services.clock(),
+            base_url="https://callbacks.example.test",
+        )
+        return task.id
+
+
+def test_it_stops_the_patients_other_tasks_when_an_agent_reaches_her(
+    services: Services, agent: User, practice: Practice, referral: int
+) -> None:
+    web_form = _second_task(services, practice)
+
+    record(services, agent, referral, "scheduled")
+
+    assert task_row(services, web_form).cadence_stop_reason == "scheduled"
+    with services.session() as session:
+        assert pending_steps(session, web_form) == []
+
+
+def test_it_leaves_the_patients_other_tasks_alone_on_a_wrong_number(
+    services: Services, agent: User, practice: Practice, referral: int
+) -> None:
+    """A wrong number on one task is no contact with the patient of another."""
+    web_form = _second_task(services, practice)
+
+    record(
+        services, agent, referral, "wrong_number", "Number belongs to a bakery; no other number."
+    )
+
+    assert task_row(services, web_form).cadence_stopped_at is None
+    with services.session() as session:
+        assert pending_steps(session, web_form)
+
+
 def test_it_records_a_second_reached_outcome_without_a_status_move(
     services: Services, agent: User, referral: int
 ) -> None:

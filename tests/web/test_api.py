@@ -288,3 +288,16 @@ def test_it_keeps_the_patients_time_zone_and_state_from_the_sender(client, key, 
     with services.session() as session:
         contact = session.scalars(select(Contact)).one()
         assert (contact.timezone, contact.state) == ("America/Denver", "TX")
+
+    # A move: the new state, without a zone, drops a zone that is not one of its own.
+    post_inquiry(client, key, {"category": "web_form", "phone": ANA, "state": "NY"})
+    with services.session() as session:
+        contact = session.scalars(select(Contact)).one()
+        assert (contact.timezone, contact.state) == (None, "NY")
+    post_inquiry(
+        client, key, {"category": "web_form", "phone": ANA, "timezone": "America/New_York"}
+    )
+    post_inquiry(client, key, {"category": "web_form", "phone": ANA, "state": "NY"})
+    with services.session() as session:
+        contact = session.scalars(select(Contact)).one()
+        assert (contact.timezone, contact.state) == ("America/New_York", "NY")

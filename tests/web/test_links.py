@@ -582,3 +582,17 @@ def test_it_stores_only_a_hash_of_the_token(services, token):
     assert rows
     assert all(token not in repr(tuple(row)) for row in rows)
     assert link_of(services, token).token_hash == hash_token(token)
+
+
+def test_it_locks_the_patient_before_the_task_when_acting_on_a_link(
+    client, services, riverside, task, token
+):
+    """The lock order everywhere is contact, then task: a reply applied at the same moment
+    takes them in that order, and stops this task's texts too."""
+    from tests.helpers import statements
+
+    with statements(services) as seen:
+        assert client.post(f"/s/{token}/book").status_code == 303
+    locks = [sql.split("FROM")[1].split()[0] for sql in seen if "FOR UPDATE" in sql]
+    if services.engine.dialect.name == "postgresql":  # SQLite takes no row locks
+        assert locks[:2] == ["contacts", "tasks"]
