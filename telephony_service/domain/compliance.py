@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from enum import StrEnum
 from typing import TypeAlias
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from phonenumbers.tzdata import TIMEZONE_DATA
 
@@ -145,12 +145,14 @@ def _zone(name: str) -> ZoneInfo:
 
 
 def is_zone(name: str) -> bool:
-    """Whether the gate knows `name` as a time zone (a contact's zone must be one)."""
-    try:
-        _zone(name)
-    except ValueError:
-        return False
-    return True
+    """Whether `name` is a place's IANA time zone (a contact's zone must be one): not the
+    server's own "localtime", nor tzdata's "Factory" placeholder."""
+    return name in _place_zones()
+
+
+@functools.cache
+def _place_zones() -> frozenset[str]:
+    return frozenset(available_timezones() - {"Factory", "localtime", "posixrules"})
 
 
 def _one_clock(zones: tuple[str, ...]) -> bool:

@@ -18,6 +18,9 @@ from telephony_service.models import ConsentChange, Contact, FollowUp, Message, 
 # (opted out, cadence stopped, task closed) before anything goes. Canceled here, a text
 # the patient did get would drop out of the caps' history and could not be set right.
 UNSENT = ("pending",)
+# followups' next actions (followups imports this module, so they are named here again).
+_CALL_BACK = "call_back"
+_AWAIT_REPLY = "await_reply"
 
 
 def lock_contact(session: Session, contact_id: int) -> Contact:
@@ -110,8 +113,13 @@ def contact_made(session: Session, task: Task, *, at: datetime, reason: str) -> 
     if task.contact_id is None:
         return
     for other in open_tasks(session, task.contact_id):
-        if other.id != task.id:
-            stop_cadence(session, other, at=at, reason=reason, via_task=task.id)
+        if other.id == task.id:
+            continue
+        stopped = stop_cadence(session, other, at=at, reason=reason, via_task=task.id)
+        if stopped and other.next_action in (None, _AWAIT_REPLY):
+            # Its closing step went with the cadence: staff call, rather than wait for a
+            # reply the patient gave on the other task.
+            other.next_action, other.next_action_at = _CALL_BACK, at
 
 
 def stop_cadence(

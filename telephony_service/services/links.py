@@ -196,10 +196,11 @@ def revoke_links(session: Session, *, practice_id: int, task_id: int, now: datet
 
 
 def revoke_task_links(session: Session, task_id: int, now: datetime) -> int:
-    """Revoke every live link of a task; returns how many."""
+    """Revoke every live link of a task; returns how many. (An expired one is left as it
+    is: it shows the same page, and stays "expired" on the task page.)"""
     result = session.execute(
         update(Link)
-        .where(Link.task_id == task_id, Link.revoked_at.is_(None))
+        .where(Link.task_id == task_id, Link.revoked_at.is_(None), Link.expires_at > now)
         .values(revoked_at=now),
         execution_options={"synchronize_session": False},
     )

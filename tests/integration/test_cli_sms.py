@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Iterator
-from datetime import time
+from datetime import UTC, datetime, time
 from xml.etree import ElementTree
 
 import pytest
@@ -336,6 +336,8 @@ def test_it_revokes_a_tasks_links_for_staff(
     from telephony_service.models import Link, Task, TaskEvent
     from telephony_service.services.links import create_link
 
+    # The command reads the system's clock: the links must be live by it.
+    clock.now = datetime.now(UTC)
     practice = make_practice(services)
     other = make_practice(services, name="Harbor Pediatrics", number="+14155550111")
     call_ended(client, new_sid("CA"))

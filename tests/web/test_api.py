@@ -139,6 +139,8 @@ def test_it_refuses_an_idempotency_key_reused_for_another_request(client, key):
         ({"category": "referral", "phone": ANA, "ssn": "123"}, "ssn"),
         ({"category": "referral", "phone": ANA, "timezone": "Mars/Olympus_Mons"}, "timezone"),
         ({"category": "referral", "phone": ANA, "timezone": 5}, "timezone"),
+        ({"category": "referral", "phone": ANA, "timezone": "localtime"}, "timezone"),
+        ({"category": "referral", "phone": ANA, "timezone": "Factory"}, "timezone"),
         ({"category": "referral", "phone": ANA, "state": "Texas"}, "state"),
         ({"category": "referral", "phone": ANA, "state": "PR"}, "state"),
     ],

@@ -231,7 +231,8 @@ def test_it_stops_the_automated_texts_of_every_open_task_of_a_patient_who_replie
         schedule_once(services)
         run_jobs(services, worker_redis)
     assert len(twilio_messages.sent) == texts_before
-    # Both stay open for staff.
+    # Both stay open for staff, with a call to make.
+    assert by_id[missed.id].next_action == "call_back"
     assert {by_id[referral_id].status, by_id[missed.id].status} <= {"new", "first_attempted"}
 
 
