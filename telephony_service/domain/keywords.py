@@ -63,9 +63,10 @@ _REVOCATIONS = re.compile(
             # "the end of the call" is not a revocation.
             rf"\b(?:end|cancel|no more(?: of)?)\s+(?:(?:all|the|these|those|this|your|ur|my"
             rf"|any|automated|text)\s+){{0,3}}{_TEXTS}\b(?:{_AND_TEXTS})?",
-            # "don't text me", "do not ever contact me".
+            # "don't text me", "do not ever contact me". "Communicate" is a clause rule below,
+            # since "don't communicate my results to my husband" is not about texts.
             r"\b(?:do not|don't|dont|never)\s+(?:ever\s+)?(?:te?xt|message|msg|sms|contact"
-            r"|e ?mail|bother|spam|communicate)\b",
+            r"|e ?mail|bother|spam)\b",
             # Calls only when the sender plainly means never ("don't call me at work" is not).
             r"\b(?:do not|don't|dont)\s+(?:ever\s+)?call\s+(?:me\s+|us\s+|this number\s+)?"
             r"(?:again|anymore|any more|ever)\b",
@@ -78,13 +79,8 @@ _REVOCATIONS = re.compile(
             r"\b(?:unsubscribe|unsubscribed|unsub|stopall|optout|opt(?:ed)?\s+out|opt me out"
             r"|revoke|revoked|revoking|revocation)\b",
             r"\bwrong (?:number|person|phone|num)\b",
-            r"\b(?:not interested|leave me alone|lose (?:my|this) number|cease and desist)\b",
-            # "I withdraw my consent", "consent is revoked", "rescinding permission".
-            r"\b(?:withdraw(?:s|n|ing)?|withdrew|rescind(?:s|ed|ing)?|retract(?:s|ed|ing)?"
-            r"|cancel(?:s|led|ling)?|remov(?:e|es|ed|ing)|take back|taking back)"
-            r"\s+(?:(?:my|all|any|the|your|this|of)\s+){0,2}(?:consent|permission)\b",
-            r"\b(?:consent|permission)\s+(?:(?:is|was|has been|hereby|now)\s+){0,2}"
-            r"(?:withdrawn|rescinded|retracted|revoked|cancell?ed|removed|denied)\b",
+            # "Not interested" and withdrawn consent are clause rules below.
+            r"\b(?:leave me alone|lose (?:my|this) number|cease and desist)\b",
             # "I never signed up for these texts": only with a texting word, since "I didn't
             # ask for this" alone could be about anything.
             r"\b(?:never|didn't|didnt|did not)\s+(?:sign(?:ed)?\s+up|subscribed?|opt(?:ed)?\s+in"
@@ -118,6 +114,36 @@ _NO_PREFIX = (
     r"\bno\s+(?:(?:more|further|automated|marketing|text|sms)\s+){0,2}"
     r"(?:(?:phone\s+)?calls?\s+(?:,\s+)?(?:or|nor|and)\s+)?"
 )
+# Where a clause ends, or goes on only to be polite or emphatic ("no texts please", "not
+# interested, thanks", "I withdraw my consent."). Patients who want to be contacted use the
+# same words for other things when the clause goes on: "no messages from the office yet",
+# "not interested in the 3pm slot", "cancel my consent form appointment".
+_END = (
+    r"(?=\s*$|\s+,|\s+(?:please|pls|plz|thanks|thank|ever|anymore|any more|any longer"
+    r"|again)\b)"
+)
+# "No texts or calls" lists a second channel before the clause ends; "no messages or calls
+# from you yet?" goes on and counts what arrived.
+_NO_END = rf"(?:\s+(?:or|nor)(?:\s+[\w']+){{1,2}}?)?{_END}"
+_ME = r"(?:me|us|this number|my (?:phone|cell|mobile|number))"
+# What consent or permission is refused for: texts or contact, or the patient as the one
+# contacted ("to be texted", "for you to text me"). Only a few words may come between, so
+# "permission for the pharmacy to contact my doctor" and "consent for the release of records"
+# are not read as refusals of texts.
+_CONSENT_TO = (
+    r"\s+(?:to|for)\s+(?:(?:you|u|your|ur|the|this|these|those|any|all|future|further|more"
+    r"|automated|office|clinic|practice|staff|or|and|be|being|receive|receiving|get|getting"
+    r"|to|text|sms|phone)\s+){0,4}"
+    r"(?:te?xts|txts|te?xt messages?|messages|msgs|sms(?:es)?|calls|notifications?|alerts?"
+    r"|reminders?|communications?|correspondence|e ?mails|texting|txting|messaging"
+    r"|texted|txted|messaged|contacted|called|e ?mailed|notified|reached"
+    r"|(?:te?xt|txt|message|msg|sms|contact|call|phone|e ?mail|reach|notify"
+    rf"|communicate(?: with)?)(?:ing)?(?:\s+{_ME}\b|{_END}))"
+)
+_CONSENT_TAIL = (
+    rf"(?:{_END}|\s+to (?:this|that|these|those|it|them|any of (?:this|it|these|them)){_END}"
+    rf"|{_CONSENT_TO})"
+)
 _CLAUSE_REVOCATIONS = re.compile(
     "|".join(
         [
@@ -128,25 +154,43 @@ _CLAUSE_REVOCATIONS = re.compile(
             # "do not call, text, or email me"; not "don't call me, text me or email me".
             rf"{_REFUSED_CALL}\s+,\s+{_TEXT_VERB}(?:\s+,)?\s+(?:or|nor|and)\s+"
             rf"(?:{_TEXT_VERB}|call)\b{_NOT_INSTEAD}",
-            # "no texts please", "no text messages", "no calls or texts"; not "no texts came
-            # through" or "I got no texts".
+            # "no texts please", "no text messages", "no calls or texts": only where the clause
+            # ends, since "no texts from you since Monday?" and "no texts came through" count
+            # what arrived, and "I got no texts" is caught by the look-behind.
             rf"{_NO_COUNT}{_NO_PREFIX}(?:te?xt messages|te?xts|txts|messages|msgs|smses"
-            r"|notifications|alerts|reminders|communications)\b(?!\s+(?:came|come|coming"
-            r"|arrived|yet|have|has|were|was|showed|show|went|left|received|got)\b)",
-            # A singular only where the clause ends or is polite about it ("no text please",
-            # "no text, call me"), since "no, text me" and "no text me tomorrow" ask for one and
-            # "a call but no text" misses one.
+            rf"|notifications|alerts|reminders|communications){_NO_END}",
+            # The same for a singular ("no text please", "no text, call me"), which also never
+            # follows "but"/"and": "no, text me" and "no text me tomorrow" ask for one, and "a
+            # call but no text" misses one.
             rf"{_NO_COUNT}(?<!but )(?<!and ){_NO_PREFIX}(?:te?xt message|te?xt|sms|message"
-            r"|texting|messaging|contact|communication)(?=\s*$|\s+,|\s+(?:please|pls|plz"
-            r"|thanks|thank|ever|anymore|again|or|nor)\b)",
+            rf"|texting|messaging|contact|communication){_NO_END}",
+            # "don't communicate with me (again)"; not "don't communicate my results to my
+            # husband", which is about someone else.
+            r"\b(?:do not|don't|dont|never)\s+(?:ever\s+)?communicate"
+            rf"(?:\s+with\s+{_ME}\b|{_END})",
             # "I do not consent to receive text messages", "I don't consent." Consent to
             # something else ("I don't consent to sharing my records") is not about texts.
             r"\b(?:do not|don't|dont|no longer|never|not|didn't|didnt|did not)\s+"
             r"(?:(?:give|gave|giving|grant|granted|provide|have|had)\s+)?"
-            r"(?:(?:my|you|your|any)\s+)?(?:consent|permission)(?:ed|ing)?"
-            r"(?:(?=\s*$|\s+,|\s+(?:anymore|any more|any longer|please|to this|to that|to these"
-            r"|to it|to any|to them)\b)|\s+(?:to|for)\b[\w' ]{0,40}?"
-            rf"\b(?:{_CONTACT}|be (?:texted|contacted|called|messaged)|receive))",
+            rf"(?:(?:my|you|your|any)\s+)?(?:consent|permission)(?:ed|ing)?{_CONSENT_TAIL}",
+            # "I withdraw my consent", "rescinding permission to text me"; not "cancel my
+            # consent form appointment" or "withdraw permission for the pharmacy to ...".
+            r"\b(?:withdraw(?:s|n|ing)?|withdrew|rescind(?:s|ed|ing)?|retract(?:s|ed|ing)?"
+            r"|cancel(?:s|led|ling)?|remov(?:e|es|ed|ing)|take back|taking back)"
+            rf"\s+(?:(?:my|all|any|the|your|this|of)\s+){{0,2}}(?:consent|permission)"
+            rf"{_CONSENT_TAIL}",
+            # "Consent withdrawn", "my consent is cancelled": the patient's own consent, so not
+            # "prior auth permission was cancelled". "Denied" is what happens to a request, not
+            # a revocation.
+            r"(?:^|,\s+|\b(?:my|our|all|any|this|the|text|sms|texting|messaging)\s+)"
+            r"(?:consent|permission)\s+(?:(?:is|was|are|has been|have been|been|hereby|now)\s+)"
+            r"{0,2}(?:withdrawn|rescinded|retracted|revoked|cancell?ed|removed)"
+            rf"{_CONSENT_TAIL}",
+            # "Not interested", "not interested, thanks", "not interested in these texts"; not
+            # "not interested in the 3pm slot", which asks for another.
+            rf"\bnot interested(?:{_END}|\s+in\s+(?:these|those|the|your|ur|any|all|getting"
+            r"|receiving)\s+(?:te?xts|text messages|messages|calls|reminders|notifications"
+            r"|alerts)\b)",
         ]
     )
 )

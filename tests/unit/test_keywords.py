@@ -313,6 +313,74 @@ def test_it_does_not_mistake_a_lookalike_for_an_opt_out(body: str) -> None:
     assert classify(body) is Intent.OTHER
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        # "No" with plurals, where the clause ends or is polite about it.
+        "No texts please",
+        "no text messages",
+        "no more texts",
+        "no calls or texts",
+        "No texts or phone calls please",
+        # Refusing communication with the patient.
+        "don't communicate with me",
+        "do not communicate with me again",
+        "Never communicate with this number again",
+        "please cease all communication",
+        "stop all communications",
+        # Consent.
+        "I withdraw my consent",
+        "I withdraw my consent to be texted",
+        "I withdraw consent for you to text me",
+        "My consent has been withdrawn, thanks",
+        "consent revoked",
+        "I revoke my consent to receive texts",
+        "I do not consent to receive text messages",
+        "I don't consent.",
+        # "Not interested" on its own.
+        "Not interested",
+        "not interested, thanks",
+        "I'm not interested anymore",
+        "not interested. stop",
+        "not interested in your texts",
+    ],
+)
+def test_it_still_recognises_the_reviewed_revocations(body: str) -> None:
+    assert classify(body) is Intent.REVOCATION
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        # "No" with plurals that counts what arrived, or goes on about something else.
+        "no messages from the office yet, did you get my form?",
+        "No texts from you since Monday?",
+        "I haven't got any texts, no messages at all",
+        "no alerts on my phone",
+        "no messages or calls from you yet?",
+        # Communicating something to someone else.
+        "Please don't communicate my results to my husband",
+        "please don't communicate anything to my employer",
+        "don't communicate with my employer",
+        # Consent or permission for something other than texts to the patient.
+        "I want to cancel my consent for the release of records to my old doctor",
+        "I withdraw permission for the pharmacy to contact my doctor",
+        "I do not give permission for the pharmacy to contact my doctor",
+        "Prior auth permission was denied, what now?",
+        "Prior auth permission was cancelled, what now?",
+        "I'd like to cancel my consent form appointment",
+        "I don't consent to this procedure",
+        # "Not interested" in one slot or kind of visit, asking for another.
+        "I'm not interested in the 3pm slot, do you have 4?",
+        "not interested in tuesday, wednesday works",
+        "Not interested in telehealth, in person please",
+    ],
+)
+def test_it_does_not_opt_out_a_patient_who_wants_to_be_contacted(body: str) -> None:
+    # These patients want the texts; reading them as revocations would stop them.
+    assert classify(body) is Intent.OTHER
+
+
 def test_it_treats_a_missing_body_as_other() -> None:
     assert classify(None) is Intent.OTHER
 
