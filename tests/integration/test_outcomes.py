@@ -44,11 +44,19 @@ def clinician(services: Services, practice: Practice) -> User:
 @pytest.fixture
 def referral(services: Services, practice: Practice) -> int:
     """A referral from the API, its cadence scheduled."""
+    return _inquiry(
+        services,
+        practice,
+        Inquiry(Category.REFERRAL, ANA, "Ana Lima", "Referral from Dr. Lee", "ehr"),
+    )
+
+
+def _inquiry(services: Services, practice: Practice, inquiry: Inquiry) -> int:
     with services.session() as session:
         task, _ = create_inquiry_task(
             session,
             session.get_one(Practice, practice.id),
-            Inquiry(Category.REFERRAL, ANA, "Ana Lima", "Referral from Dr. Lee", "ehr"),
+            inquiry,
             idempotency_key=None,
             now=services.clock(),
             base_url="https://callbacks.example.test",
@@ -350,16 +358,11 @@ def test_it_closes_a_wrong_number_with_a_flag(
 
 def _second_task(services: Services, practice: Practice) -> int:
     """Another open task of Ana's, a web form, with its own cadence."""
-    with services.session() as session:
-        task, _ = create_inquiry_task(
-            session,
-            session.get_one(Practice, practice.id),
-            Inquiry(Category.WEB_FORM, ANA, "Ana Lima", "Question about hours", "website"),
-            idempotency_key=None,
-            now=services.clock(),
-            base_url="https://callbacks.example.test",
-        )
-        return task.id
+    return _inquiry(
+        services,
+        practice,
+        Inquiry(Category.WEB_FORM, ANA, "Ana Lima", "Question about hours", "website"),
+    )
 
 
 def test_it_stops_the_patients_other_tasks_when_an_agent_reaches_her(
