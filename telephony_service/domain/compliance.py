@@ -145,14 +145,17 @@ def _zone(name: str) -> ZoneInfo:
 
 
 def is_zone(name: str) -> bool:
-    """Whether `name` is a place's IANA time zone (a contact's zone must be one): not the
-    server's own "localtime", nor tzdata's "Factory" placeholder."""
+    """Whether `name` is a place's IANA time zone, Area/City (a contact's zone must be one).
+    Not UTC, a fixed offset (EST, Etc/GMT+5) or the server's own "localtime": a patient's
+    window read on one of those is hours off their clock, all year or half of it."""
     return name in _place_zones()
 
 
 @functools.cache
 def _place_zones() -> frozenset[str]:
-    return frozenset(available_timezones() - {"Factory", "localtime", "posixrules"})
+    return frozenset(
+        name for name in available_timezones() if "/" in name and not name.startswith("Etc/")
+    )
 
 
 def _one_clock(zones: tuple[str, ...]) -> bool:

@@ -103,23 +103,34 @@ def cancel_unsent(
     return int(result.rowcount)  # type: ignore[attr-defined]
 
 
-def contact_made(session: Session, task: Task, *, at: datetime, reason: str) -> None:
+def contact_made(
+    session: Session, task: Task, *, at: datetime, reason: str, by_patient: bool = False
+) -> None:
     """Real contact with the patient (a reply, a call from them, a link they acted on, an
     agent who reached them) ends the automated follow-ups of this task and of every other
     open task of theirs: a patient who has just written or spoken to the practice must not
     go on getting "we tried to reach you" texts about another subject. The other tasks stay
-    open for staff, with the cause on their timelines."""
+    open for staff, with the cause on their timelines.
+
+    A task left waiting for a reply (its closing step went with the cadence) gets a call
+    back due now instead: the other tasks, and this one when the patient reached out
+    (`by_patient`: a reply, a call) rather than an agent, whose outcome sets its own.
+    """
     stop_cadence(session, task, at=at, reason=reason)
+    if by_patient:
+        _call_back_if_waiting(task, at)
     if task.contact_id is None:
         return
     for other in open_tasks(session, task.contact_id):
         if other.id == task.id:
             continue
-        stopped = stop_cadence(session, other, at=at, reason=reason, via_task=task.id)
-        if stopped and other.next_action in (None, _AWAIT_REPLY):
-            # Its closing step went with the cadence: staff call, rather than wait for a
-            # reply the patient gave on the other task.
-            other.next_action, other.next_action_at = _CALL_BACK, at
+        if stop_cadence(session, other, at=at, reason=reason, via_task=task.id):
+            _call_back_if_waiting(other, at)
+
+
+def _call_back_if_waiting(task: Task, at: datetime) -> None:
+    if task.next_action in (None, _AWAIT_REPLY):
+        task.next_action, task.next_action_at = _CALL_BACK, at
 
 
 def stop_cadence(

@@ -168,10 +168,7 @@ def _attach_reply(
     task.updated_at = at
     task.priority += intake.REPEAT_CALL_BOOST
     intake._timeline(session, task, at, "sms_reply", text=_text(params))
-    consent.contact_made(session, task, at=at, reason="reply")
-    if task.next_action in (None, followups.NEXT_AWAIT_REPLY):
-        task.next_action = followups.NEXT_CALL_BACK
-        task.next_action_at = at
+    consent.contact_made(session, task, at=at, reason="reply", by_patient=True)
     return []
 
 

@@ -153,7 +153,7 @@ def _voice_status(
         _timeline(session, task, at, "call_merged", data={"call_count": task.call_count})
         # The patient is trying to reach us: no more "we missed you" texts; the raised
         # priority puts the task in front of an agent instead.
-        consent.contact_made(session, task, at=at, reason="inbound_call")
+        consent.contact_made(session, task, at=at, reason="inbound_call", by_patient=True)
         ready: list[int] = []
     else:
         category = Category.VOICEMAIL if call.recording_sid else Category.MISSED_CALL
@@ -329,16 +329,16 @@ def parse_inquiry(payload: Any) -> Inquiry:
 
 
 def _optional_zone(value: Any, errors: dict[str, str]) -> str | None:
-    if value is None:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None  # blank, like the other optional fields: not given
+    if not isinstance(value, str) or not is_zone(value.strip()):
+        errors["timezone"] = "must be an IANA time zone of a place, e.g. America/Chicago"
         return None
-    if not isinstance(value, str) or not is_zone(value):
-        errors["timezone"] = "must be an IANA time zone, e.g. America/Chicago"
-        return None
-    return value
+    return value.strip()
 
 
 def _optional_state(value: Any, errors: dict[str, str]) -> str | None:
-    if value is None:
+    if value is None or (isinstance(value, str) and not value.strip()):
         return None
     if not isinstance(value, str) or value.strip().upper() not in US_STATES:
         errors["state"] = "must be a two-letter US state code, e.g. TX"

@@ -688,3 +688,25 @@ def test_it_refreshes_a_copy_of_the_text_the_session_already_held(
         assert send_in(session, services, message_id) == "sent"
         assert before.status == "queued"
         assert before.message_sid == twilio_messages.sent[0].sid
+
+
+def test_it_puts_a_call_back_on_a_task_waiting_for_a_reply_when_the_patient_calls(
+    services: Services, client: FlaskClient, worker_redis: Redis, clock: FakeClock
+) -> None:
+    """After the final text a task waits for a reply until it closes; the patient calls
+    instead. The closing step goes with the cadence, so staff are asked to call back."""
+    make_practice(services)
+    call_ended(client, new_sid("CA"))
+    run_jobs(services, worker_redis)
+    with services.session() as session:
+        [task] = session.scalars(select(Task)).all()
+        task.next_action = "await_reply"
+        session.commit()
+
+    clock.advance(hours=1)
+    call_ended(client, new_sid("CA"))
+    run_jobs(services, worker_redis)
+
+    [task] = tasks_of(services)
+    assert task.cadence_stop_reason == "inbound_call"
+    assert (task.next_action, task.next_action_at) == ("call_back", clock())

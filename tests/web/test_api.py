@@ -141,6 +141,9 @@ def test_it_refuses_an_idempotency_key_reused_for_another_request(client, key):
         ({"category": "referral", "phone": ANA, "timezone": 5}, "timezone"),
         ({"category": "referral", "phone": ANA, "timezone": "localtime"}, "timezone"),
         ({"category": "referral", "phone": ANA, "timezone": "Factory"}, "timezone"),
+        ({"category": "referral", "phone": ANA, "timezone": "UTC"}, "timezone"),
+        ({"category": "referral", "phone": ANA, "timezone": "EST"}, "timezone"),
+        ({"category": "referral", "phone": ANA, "timezone": "Etc/GMT+5"}, "timezone"),
         ({"category": "referral", "phone": ANA, "state": "Texas"}, "state"),
         ({"category": "referral", "phone": ANA, "state": "PR"}, "state"),
     ],
@@ -284,8 +287,10 @@ def test_it_keeps_the_patients_time_zone_and_state_from_the_sender(client, key, 
         contact = session.scalars(select(Contact)).one()
         assert (contact.timezone, contact.state) == ("America/Chicago", "TX")
 
-    # A later inquiry without them leaves what is known; one with them updates it.
-    post_inquiry(client, key, {"category": "web_form", "phone": ANA})
+    # A later inquiry without them (or with them blank) leaves what is known; one with them
+    # updates it.
+    blank = {"category": "web_form", "phone": ANA, "timezone": "", "state": " "}
+    assert post_inquiry(client, key, blank).status_code == 201
     post_inquiry(client, key, {"category": "web_form", "phone": ANA, "timezone": "America/Denver"})
     with services.session() as session:
         contact = session.scalars(select(Contact)).one()
