@@ -13,7 +13,7 @@ from typing import Literal
 from sqlalchemy import Insert, insert, select, update
 from sqlalchemy.orm import Session
 
-from telephony_service.db import at_commit, locked, table
+from telephony_service.db import at_commit, table
 from telephony_service.domain.calendar import BusinessCalendar
 from telephony_service.domain.statuses import TaskStatus, is_open
 from telephony_service.models import Link, Practice, Task, TaskEvent
@@ -409,15 +409,23 @@ def _practice(session: Session, link: Link) -> Practice:
 def _locked_task(session: Session, link: Link) -> Task | None:
     """_task for an action that changes it: its contact locked, then the task (the lock
     order everywhere), as the action stops the automated texts of the patient's other
-    tasks too; a reply applied meanwhile takes the same locks in the same order."""
+    tasks too; a reply applied meanwhile takes the same locks in the same order.
+
+    The task's lock is FOR NO KEY UPDATE: a page view of the same link, which updates the
+    link and then adds a line to the task's timeline (a key-share lock on the task), then
+    never waits on it while this action waits on the link.
+    """
     if link.task_id is None:
         return None
     contact_id = session.scalar(select(Task.contact_id).where(Task.id == link.task_id))
     if contact_id is not None:
         lock_contact(session, contact_id)
-    if session.get(Task, link.task_id) is None:
-        return None
-    locked(session, Task, link.task_id)
+    session.scalars(
+        select(Task)
+        .where(Task.id == link.task_id)
+        .with_for_update(key_share=True)
+        .execution_options(populate_existing=True)
+    ).one_or_none()
     return _task(session, link)
 
 
