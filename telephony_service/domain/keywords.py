@@ -53,11 +53,17 @@ _AND_TEXTS = (
     r"|te?xts|text messages|messages|msgs|sms(?:es)?|e ?mails|notifications|alerts"
     r"|reminders|communications?)\b"
 )
+# A question about why the texts stopped comes from a patient who wants them back.
+_NOT_ASKING_WHY = (
+    r"(?<!why )(?<!why'd you )(?<!did you )(?<!did u )(?<!didn't you )(?<!didnt you )"
+    r"(?<!why you )(?<!why would you )"
+)
 _REVOCATIONS = re.compile(
     "|".join(
         [
-            # "stop texting me", "quit it with the messages"; "don't stop calling" is not one.
-            rf"(?<!don't )(?<!dont )(?<!not )(?<!never )\b(?:stop|quit|cease|halt)"
+            # "stop texting me", "quit it with the messages"; "don't stop calling" is not one,
+            # and neither is "why did you stop communicating with me?", which misses the texts.
+            rf"(?<!don't )(?<!dont )(?<!not )(?<!never ){_NOT_ASKING_WHY}\b(?:stop|quit|cease|halt)"
             rf"\s+(?:{_FILLER}\s+){{0,3}}{_CONTACT}\b(?:{_AND_TEXTS})?",
             # "no more texts", "cancel these reminders"; "of" only after "no more", because
             # "the end of the call" is not a revocation.
@@ -81,14 +87,25 @@ _REVOCATIONS = re.compile(
             r"\bwrong (?:number|person|phone|num)\b",
             # "Not interested" and withdrawn consent are clause rules below.
             r"\b(?:leave me alone|lose (?:my|this) number|cease and desist)\b",
-            # "I never signed up for these texts": only with a texting word, since "I didn't
-            # ask for this" alone could be about anything.
-            r"\b(?:never|didn't|didnt|did not)\s+(?:sign(?:ed)?\s+up|subscribed?|opt(?:ed)?\s+in"
-            r"|ask(?:ed)?|agreed?)\s+(?:for|to)\s+(?:(?:this|these|those|that|any|your|the|of"
-            r"|receive|receiving|get|getting)\s+){0,3}(?:te?xts?|texting|text messages?|messages"
-            r"|msgs|sms(?:es)?|notifications|alerts|reminders)\b",
         ]
     )
+)
+# "I never signed up for these texts": only with a texting word, since "I didn't ask for this"
+# alone could be about anything. A single text followed by "to be ..." is about what was done
+# with that one ("I didn't ask for the text to be resent"), not about being texted.
+_NEVER_ASKED = re.compile(
+    r"\b(?:never|didn't|didnt|did not)\s+(?:sign(?:ed)?\s+up|subscribed?|opt(?:ed)?\s+in"
+    r"|ask(?:ed)?|agreed?)\s+(?:for|to)\s+(?:(?:this|these|those|that|any|your|the|of"
+    r"|receive|receiving|get|getting)\s+){0,3}(?:te?xts|texting|text messages|messages"
+    r"|msgs|sms(?:es)?|notifications|alerts|reminders"
+    r"|(?:te?xt message|te?xt)\b(?!\s+to be\b))\b"
+)
+# ...unless the same message asks to be signed up: "I never signed up for the text reminders,
+# can you sign me up?" complains about missing texts, it does not refuse them.
+_SIGN_UP_REQUEST = re.compile(
+    r"\b(?:sign|opt|put)\s+(?:me|us|my number|this number)\s+(?:up|in|back)\b"
+    r"|\b(?:enroll|subscribe|resubscribe)\s+(?:me|us|my number|this number)\b"
+    r"|\b(?:can|could|may|how do|how can) (?:i|we) sign up\b|\b(?:want|like) to sign up\b"
 )
 
 # These are judged on the same words with clause breaks (, ; : . ! ?) kept as " , " tokens,
@@ -123,8 +140,13 @@ _END = (
     r"|again)\b)"
 )
 # "No texts or calls" lists a second channel before the clause ends; "no messages or calls
-# from you yet?" goes on and counts what arrived.
-_NO_END = rf"(?:\s+(?:or|nor)(?:\s+[\w']+){{1,2}}?)?{_END}"
+# from you yet?" goes on and counts what arrived. Naming the sender or this phone ("no texts
+# from you", "no messages to this number please") still refuses them, if nothing follows.
+_NO_END = (
+    r"(?:\s+(?:or|nor)(?:\s+[\w']+){1,2}?)?"
+    r"(?:\s+(?:from (?:you|u|your (?:office|practice|clinic))|to (?:this number|me"
+    rf"|my (?:phone|number|cell|mobile))))?{_END}"
+)
 _ME = r"(?:me|us|this number|my (?:phone|cell|mobile|number))"
 # What consent or permission is refused for: texts or contact, or the patient as the one
 # contacted ("to be texted", "for you to text me"). Only a few words may come between, so
@@ -133,7 +155,7 @@ _ME = r"(?:me|us|this number|my (?:phone|cell|mobile|number))"
 _CONSENT_TO = (
     r"\s+(?:to|for)\s+(?:(?:you|u|your|ur|the|this|these|those|any|all|future|further|more"
     r"|automated|office|clinic|practice|staff|or|and|be|being|receive|receiving|get|getting"
-    r"|to|text|sms|phone)\s+){0,4}"
+    r"|to|text|sms|phone|marketing|promotional|appointment)\s+){0,4}"
     r"(?:te?xts|txts|te?xt messages?|messages|msgs|sms(?:es)?|calls|notifications?|alerts?"
     r"|reminders?|communications?|correspondence|e ?mails|texting|txting|messaging"
     r"|texted|txted|messaged|contacted|called|e ?mailed|notified|reached"
@@ -144,6 +166,50 @@ _CONSENT_TAIL = (
     rf"(?:{_END}|\s+to (?:this|that|these|those|it|them|any of (?:this|it|these|them)){_END}"
     rf"|{_CONSENT_TO})"
 )
+# Withdrawn consent and "not interested" are revocations however the clause goes on ("I
+# withdraw my consent effective immediately", "not interested at all"), unless it names
+# something other than texts to the patient ("withdraw permission for the pharmacy to contact
+# my doctor", "not interested in the 3pm slot", "cancel my consent form appointment"). A
+# texting word in the clause settles it either way ("consent for appointment reminders"), and
+# so does a start date ("consent withdrawn effective Monday").
+_TEXT_NOUN = (
+    r"(?:te?xts|txts|text messages|messages|msgs|sms(?:es)?|texting|messaging|reminders"
+    r"|notifications|alerts|calls|communications?|correspondence|e ?mails)"
+)
+_OTHER_OBJECT = (
+    r"(?:pharmacy|pharmacist|records?|release|slots?|(?<!this )(?<!that )times?|appointments?"
+    r"|appts?|visits?|telehealth|telemedicine|video|virtual|in person|forms?|procedures?"
+    r"|surgery|doctors?|dr|provider|referrals?|refills?|prescriptions?|reschedul\w*"
+    r"|monday|tuesday|wednesday|thursday|friday|saturday|sunday|morning|afternoon|evening"
+    r"|\d\w*(?:am|pm)|\d+(?: \d+)? (?:am|pm))"
+)
+# The rest of the clause is taken into the match, so "not interested in calls, text me" is
+# still seen as refusing calls alone.
+_UNLESS_OTHER = (
+    rf"(?:(?=[^,]*\b{_TEXT_NOUN}\b)|(?=\s+(?:effective|as of|starting|immediately)\b)"
+    rf"|(?![^,]*\b{_OTHER_OBJECT}\b))[^,]*"
+)
+# "No texts please", "no text messages", "no calls or texts": only where the clause ends,
+# since "no texts from you since Monday?" and "no texts came through" count what arrived, and
+# "I got no texts" is caught by the look-behind. _reports_a_miss drops the rest that report
+# what happened ("a call, no text", "booked but no reminders", "no reminders?").
+_NO_REFUSALS = re.compile(
+    rf"{_NO_COUNT}{_NO_PREFIX}(?:te?xt messages|te?xts|txts|messages|msgs|smses"
+    rf"|notifications|alerts|reminders|communications){_NO_END}"
+    # The same for a singular ("no text please", "no text, call me"), which also never follows
+    # "but"/"and": "no, text me" and "no text me tomorrow" ask for one, and "a call but no
+    # text" misses one.
+    rf"|{_NO_COUNT}(?<!but )(?<!and ){_NO_PREFIX}(?:te?xt message|te?xt|sms|message"
+    rf"|texting|messaging|contact|communication){_NO_END}"
+)
+# A clause that says what happened: "Missed call, no message", "signed up but no messages".
+_REPORTED = re.compile(
+    r"\b(?:got|gotten|had|have|has|missed|received|booked|scheduled|made|signed|registered"
+    r"|enrolled|confirmed|rescheduled|visited|called|came|went|left|sent|saw|heard|tried"
+    r"|checked|was|were|yesterday|last)\b"
+)
+# Words after a "no X" that make it a request whatever came before: "no texts please".
+_INSISTED = re.compile(r"\s*(?:please|pls|plz|thanks|thank|ever|anymore|any more|again)\b")
 _CLAUSE_REVOCATIONS = re.compile(
     "|".join(
         [
@@ -154,16 +220,6 @@ _CLAUSE_REVOCATIONS = re.compile(
             # "do not call, text, or email me"; not "don't call me, text me or email me".
             rf"{_REFUSED_CALL}\s+,\s+{_TEXT_VERB}(?:\s+,)?\s+(?:or|nor|and)\s+"
             rf"(?:{_TEXT_VERB}|call)\b{_NOT_INSTEAD}",
-            # "no texts please", "no text messages", "no calls or texts": only where the clause
-            # ends, since "no texts from you since Monday?" and "no texts came through" count
-            # what arrived, and "I got no texts" is caught by the look-behind.
-            rf"{_NO_COUNT}{_NO_PREFIX}(?:te?xt messages|te?xts|txts|messages|msgs|smses"
-            rf"|notifications|alerts|reminders|communications){_NO_END}",
-            # The same for a singular ("no text please", "no text, call me"), which also never
-            # follows "but"/"and": "no, text me" and "no text me tomorrow" ask for one, and "a
-            # call but no text" misses one.
-            rf"{_NO_COUNT}(?<!but )(?<!and ){_NO_PREFIX}(?:te?xt message|te?xt|sms|message"
-            rf"|texting|messaging|contact|communication){_NO_END}",
             # "don't communicate with me (again)"; not "don't communicate my results to my
             # husband", which is about someone else.
             r"\b(?:do not|don't|dont|never)\s+(?:ever\s+)?communicate"
@@ -173,24 +229,22 @@ _CLAUSE_REVOCATIONS = re.compile(
             r"\b(?:do not|don't|dont|no longer|never|not|didn't|didnt|did not)\s+"
             r"(?:(?:give|gave|giving|grant|granted|provide|have|had)\s+)?"
             rf"(?:(?:my|you|your|any)\s+)?(?:consent|permission)(?:ed|ing)?{_CONSENT_TAIL}",
-            # "I withdraw my consent", "rescinding permission to text me"; not "cancel my
+            # "I withdraw my consent (now)", "rescinding permission to text me"; not "cancel my
             # consent form appointment" or "withdraw permission for the pharmacy to ...".
             r"\b(?:withdraw(?:s|n|ing)?|withdrew|rescind(?:s|ed|ing)?|retract(?:s|ed|ing)?"
             r"|cancel(?:s|led|ling)?|remov(?:e|es|ed|ing)|take back|taking back)"
-            rf"\s+(?:(?:my|all|any|the|your|this|of)\s+){{0,2}}(?:consent|permission)"
-            rf"{_CONSENT_TAIL}",
+            rf"\s+(?:(?:my|all|any|the|your|this|of)\s+){{0,2}}(?:consent|permission)\b"
+            rf"{_UNLESS_OTHER}",
             # "Consent withdrawn", "my consent is cancelled": the patient's own consent, so not
             # "prior auth permission was cancelled". "Denied" is what happens to a request, not
             # a revocation.
             r"(?:^|,\s+|\b(?:my|our|all|any|this|the|text|sms|texting|messaging)\s+)"
             r"(?:consent|permission)\s+(?:(?:is|was|are|has been|have been|been|hereby|now)\s+)"
-            r"{0,2}(?:withdrawn|rescinded|retracted|revoked|cancell?ed|removed)"
-            rf"{_CONSENT_TAIL}",
-            # "Not interested", "not interested, thanks", "not interested in these texts"; not
-            # "not interested in the 3pm slot", which asks for another.
-            rf"\bnot interested(?:{_END}|\s+in\s+(?:these|those|the|your|ur|any|all|getting"
-            r"|receiving)\s+(?:te?xts|text messages|messages|calls|reminders|notifications"
-            r"|alerts)\b)",
+            r"{0,2}(?:withdrawn|rescinded|retracted|revoked|cancell?ed|removed)\b"
+            rf"{_UNLESS_OTHER}",
+            # "Not interested (at all)", "not interested in hearing from you"; not "not
+            # interested in the 3pm slot", which asks for another.
+            rf"\bnot interested\b{_UNLESS_OTHER}",
         ]
     )
 )
@@ -211,7 +265,7 @@ _TEXT_REQUEST = re.compile(
     r"|texting|messaging)\b"
     r"|\b(?:te?xts|texting|messages)\s+(?:is|are)\s+(?:fine|ok|okay|better|best|good)\b)"
 )
-_CLAUSE_BREAK = re.compile(r"[,;:.!?\u2026]+")
+_CLAUSE_BREAK = re.compile(r"([,;:.!?\u2026]+)")
 # "call/text" and "call & text" are lists; the bare separators would otherwise vanish and
 # leave "call text", which reads like "don't call, text".
 _SLASH = re.compile(r"(?<=[^\W\d_])\s*/\s*(?=[^\W\d_])")
@@ -256,12 +310,14 @@ def _is_revocation(text: str) -> bool:
     words = [word.lower() for word in tokens]
     if not words:
         return False
-    clauses = " , ".join(
-        " ".join(part).lower() for part in map(_tokens, _CLAUSE_BREAK.split(text)) if part
-    )
+    joined = " ".join(words)
+    parts = _clauses(text)
+    clauses = " , ".join(words for words, _ in parts)
     matches = [
-        *(m.group() for m in _REVOCATIONS.finditer(" ".join(words))),
+        *(m.group() for m in _REVOCATIONS.finditer(joined)),
+        *(m.group() for m in _NEVER_ASKED.finditer(joined) if not _SIGN_UP_REQUEST.search(joined)),
         *(m.group() for m in _CLAUSE_REVOCATIONS.finditer(clauses)),
+        *(m.group() for m in _NO_REFUSALS.finditer(clauses) if not _reports_a_miss(m, parts)),
     ]
     if any(not _is_call_only(match) for match in matches):
         return True
@@ -274,6 +330,53 @@ def _is_revocation(text: str) -> bool:
     if words[0] == "stop" and (len(words) == 1 or words[1] not in _STOP_OPENING_EXCEPTIONS):
         return True
     return words[-1] == "stop" and (len(words) == 1 or words[-2] not in _STOP_CLOSING_EXCEPTIONS)
+
+
+def _clauses(text: str) -> list[tuple[str, str]]:
+    """Each clause's lower-cased words, with the punctuation that ends it."""
+    pieces = _CLAUSE_BREAK.split(text)
+    parts: list[tuple[str, str]] = []
+    for index in range(0, len(pieces), 2):
+        words = " ".join(_tokens(pieces[index])).lower()
+        brk = pieces[index + 1] if index + 1 < len(pieces) else ""
+        if words:
+            parts.append((words, brk))
+        elif parts:
+            # Punctuation around an emoji or nothing ends the clause before it.
+            parts[-1] = (parts[-1][0], parts[-1][1] + brk)
+    return parts
+
+
+def _reports_a_miss(match: re.Match[str], parts: list[tuple[str, str]]) -> bool:
+    """Whether a "no texts" match reports texts that did not come rather than refusing them.
+
+    Only a patient who wants the texts says "a call, no text", "booked but no reminders" or "no
+    reminders?"; "no texts please" refuses them wherever it stands.
+    """
+    clauses = match.string
+    if _INSISTED.match(clauses, match.end()):
+        return False
+    # Find the clause the match starts in and the one it ends in (" , " joins them).
+    start = 0
+    first = last = 0
+    for index, (words, _) in enumerate(parts):
+        end = start + len(words)
+        if start <= match.start() <= end:
+            first = index
+        if start < match.end() <= end:
+            last = index
+        start = end + len(" , ")
+    if "?" in parts[last][1]:
+        return True
+    clause_start = clauses.rfind(" , ", 0, match.start())
+    before = clauses[clause_start + len(" , ") if clause_start >= 0 else 0 : match.start()]
+    if not before and first > 0 and not re.search(r"[.!?\u2026]", parts[first - 1][1]):
+        context = parts[first - 1][0]
+    elif before.endswith(("but ", "and ")):
+        context = before
+    else:
+        return False
+    return bool(_REPORTED.search(context))
 
 
 def _tokens(text: str) -> list[str]:

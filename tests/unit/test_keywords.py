@@ -343,6 +343,35 @@ def test_it_does_not_mistake_a_lookalike_for_an_opt_out(body: str) -> None:
         "I'm not interested anymore",
         "not interested. stop",
         "not interested in your texts",
+        # "Not interested" however it goes on, unless it names another slot or visit.
+        "Not interested at all",
+        "not interested sorry",
+        "Not interested thx",
+        "not interested bye",
+        "Not interested now",
+        "not interested today",
+        "not interested in hearing from you",
+        "Not interested in any more texts",
+        "Not interested in appointment reminders",
+        # Withdrawn consent however it goes on, unless it names something other than texts.
+        "I withdraw my consent effective immediately",
+        "I withdraw my consent now",
+        "I withdraw my consent completely",
+        "I withdraw my consent at this time",
+        "I withdraw my consent for marketing texts",
+        "Withdraw my consent for appointment reminders",
+        "Consent withdrawn effective Monday",
+        "I do not consent to receiving marketing texts",
+        # "No" naming the sender or this phone.
+        "no texts from you",
+        "No messages to this number please",
+        # A request beside a report, or a refusal, still refuses.
+        "Call me but no texts please",
+        "Call me but no texts",
+        "I got your call. No texts please",
+        "I got a call, no texts please",
+        "Can you stop texting me?",
+        "I didn't ask for this text",
     ],
 )
 def test_it_still_recognises_the_reviewed_revocations(body: str) -> None:
@@ -374,6 +403,20 @@ def test_it_still_recognises_the_reviewed_revocations(body: str) -> None:
         "I'm not interested in the 3pm slot, do you have 4?",
         "not interested in tuesday, wednesday works",
         "Not interested in telehealth, in person please",
+        "I withdraw my consent for the procedure",
+        # "No" that reports what did not arrive: after a clause about what happened, after
+        # "but"/"and" there, or in a question.
+        "Missed call, no message. Who is this?",
+        "I got a call, no text.",
+        "Booked last week but no reminders",
+        "Had an appointment yesterday, no reminders?",
+        "Signed up but no messages",
+        "No texts from you?",
+        # Asking for texts, or why they stopped.
+        "I never signed up for the text reminders, can you sign me up?",
+        "I didn't ask for the text to be resent",
+        "Why did you stop communicating with me?",
+        "Why did you stop texting me?",
     ],
 )
 def test_it_does_not_opt_out_a_patient_who_wants_to_be_contacted(body: str) -> None:
