@@ -6,6 +6,11 @@ import enum
 from collections.abc import Mapping
 from types import MappingProxyType
 
+# A task's next action (shown with its time in the queue and the API): what staff or the
+# cadence do next. Named once here: intake, links, followups and consent all set them.
+NEXT_CALL_BACK = "call_back"
+NEXT_AWAIT_REPLY = "await_reply"
+
 
 class TaskStatus(enum.StrEnum):
     NEW = "new"

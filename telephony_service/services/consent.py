@@ -8,7 +8,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from telephony_service.db import locked
-from telephony_service.domain.statuses import OPEN
+from telephony_service.domain.statuses import NEXT_AWAIT_REPLY, NEXT_CALL_BACK, OPEN
 from telephony_service.models import ConsentChange, Contact, FollowUp, Message, Task, TaskEvent
 
 # Texts that have not left yet; a claimed one is mid-send and holds the contact's lock
@@ -18,9 +18,6 @@ from telephony_service.models import ConsentChange, Contact, FollowUp, Message, 
 # (opted out, cadence stopped, task closed) before anything goes. Canceled here, a text
 # the patient did get would drop out of the caps' history and could not be set right.
 UNSENT = ("pending",)
-# followups' next actions (followups imports this module, so they are named here again).
-_CALL_BACK = "call_back"
-_AWAIT_REPLY = "await_reply"
 
 
 def lock_contact(session: Session, contact_id: int) -> Contact:
@@ -129,8 +126,8 @@ def contact_made(
 
 
 def _call_back_if_waiting(task: Task, at: datetime) -> None:
-    if task.next_action in (None, _AWAIT_REPLY):
-        task.next_action, task.next_action_at = _CALL_BACK, at
+    if task.next_action in (None, NEXT_AWAIT_REPLY):
+        task.next_action, task.next_action_at = NEXT_CALL_BACK, at
 
 
 def stop_cadence(

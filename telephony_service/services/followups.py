@@ -27,14 +27,17 @@ from telephony_service.domain.cadence import (
     step_due,
 )
 from telephony_service.domain.categories import Category
-from telephony_service.domain.statuses import TaskStatus, check_transition, is_open
+from telephony_service.domain.statuses import (
+    NEXT_AWAIT_REPLY,
+    NEXT_CALL_BACK,
+    TaskStatus,
+    check_transition,
+    is_open,
+)
 from telephony_service.models import Cadence, Contact, FollowUp, Message, Practice, Task, TaskEvent
 from telephony_service.services import consent, delivery
 from telephony_service.services.practices import calendar_for
 from telephony_service.services.tasks import change_status
-
-NEXT_CALL_BACK = "call_back"
-NEXT_AWAIT_REPLY = "await_reply"
 
 
 @dataclass

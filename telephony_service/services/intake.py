@@ -44,7 +44,7 @@ from telephony_service.domain.compliance import is_zone
 from telephony_service.domain.phones import mask_phone, normalise_phone
 from telephony_service.domain.sla import first_response_due
 from telephony_service.domain.states import STATE_ZONES, US_STATES
-from telephony_service.domain.statuses import OPEN, TaskStatus
+from telephony_service.domain.statuses import NEXT_CALL_BACK, OPEN, TaskStatus
 from telephony_service.models import (
     Call,
     Contact,
@@ -66,7 +66,6 @@ MIN_VOICEMAIL_SECONDS = 1
 MAX_TRANSCRIPTION_CHARS = 4000
 TERMINAL_CALL_STATUSES = frozenset({"completed", "busy", "no-answer", "failed", "canceled"})
 
-NEXT_CALL_BACK = "call_back"
 NEXT_IDENTIFY = "identify_caller"
 
 

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from telephony_service.db import at_commit, table
 from telephony_service.domain.calendar import BusinessCalendar
-from telephony_service.domain.statuses import TaskStatus, is_open
+from telephony_service.domain.statuses import NEXT_CALL_BACK, TaskStatus, is_open
 from telephony_service.models import Link, Practice, Task, TaskEvent
 from telephony_service.services.consent import contact_made, lock_contact
 from telephony_service.services.practices import PracticeCard, calendar_for
@@ -110,8 +110,6 @@ SLOT_MIN_NOTICE = timedelta(minutes=10)
 # A reload (or the back button, since the page is never cached) within this long of the
 # last recorded click counts an open but adds no second timeline entry.
 REOPEN_QUIET = timedelta(minutes=10)
-
-NEXT_CALL_BACK = "call_back"
 
 
 class LinkError(Exception):
