@@ -726,9 +726,9 @@ def _own_statement(*, postgres: bool) -> Any:
     """The text, if this job's claim still holds, locked until the send's outcome is stored.
 
     PostgreSQL: a row lock (FOR NO KEY UPDATE, the lock an UPDATE of these columns takes)
-    without writing the row; an UPDATE would write a new version of it and of each of its
-    seven index entries, for nothing. SQLite has no row locks: a conditional write takes its
-    one write lock instead.
+    without writing the row; an UPDATE would write a new version of it and an entry in
+    each of the table's indexes, for nothing. SQLite has no row locks: a conditional write
+    takes its one write lock instead.
     """
     # Built once, and Core: building and keying it anew, or an ORM UPDATE, costs more CPU
     # than PostgreSQL takes to run it.
