@@ -77,8 +77,6 @@ _REVOCATIONS = re.compile(
             r"\b(?:do not|don't|dont)\s+(?:ever\s+)?call\s+(?:me\s+|us\s+|this number\s+)?"
             r"(?:again|anymore|any more|ever)\b",
             r"\bnever\s+call\b|\bdo not call list\b",
-            r"\b(?:do not|don't|dont|no longer)\s+(?:want|wish|need|like|send)\b[\w' ]{0,40}?"
-            rf"\b(?:{_TEXTS}|to be (?:texted|contacted|called|messaged))\b",
             r"\b(?:remove|delete|erase)\s+(?:me|this (?:number|phone)|my (?:phone number"
             r"|cell number|number|phone|cell|info|information|details|contact info))\b",
             r"\b(?:take|get)\s+(?:me|my \w+|this \w+)\s+(?:off|out of)\b",
@@ -119,6 +117,8 @@ _REFUSED_CALL = (
 _TEXT_VERB = r"(?:te?xt|message|msg|sms|contact|e ?mail|communicate)"
 # "Instead" after the list makes it a request: "don't call and text me instead".
 _NOT_INSTEAD = r"(?![\w' ]*\binstead\b)"
+# So does saying the others will do: "don't call, text or email is fine".
+_NOT_FINE = r"(?!(?:'s|\s+(?:is|are|works?|would|will|should))\b)"
 # "No" that counts what arrived rather than refusing it: "I got no texts", "still no text?"
 # comes from a patient who wants the texts.
 _NO_COUNT = (
@@ -219,7 +219,7 @@ _CLAUSE_REVOCATIONS = re.compile(
             rf"\s+(?:ever\s+)?{_TEXT_VERB}\b",
             # "do not call, text, or email me"; not "don't call me, text me or email me".
             rf"{_REFUSED_CALL}\s+,\s+{_TEXT_VERB}(?:\s+,)?\s+(?:or|nor|and)\s+"
-            rf"(?:{_TEXT_VERB}|call)\b{_NOT_INSTEAD}",
+            rf"(?:{_TEXT_VERB}|call)\b{_NOT_INSTEAD}{_NOT_FINE}",
             # "don't communicate with me (again)"; not "don't communicate my results to my
             # husband", which is about someone else.
             r"\b(?:do not|don't|dont|never)\s+(?:ever\s+)?communicate"
@@ -245,6 +245,12 @@ _CLAUSE_REVOCATIONS = re.compile(
             # "Not interested (at all)", "not interested in hearing from you"; not "not
             # interested in the 3pm slot", which asks for another.
             rf"\bnot interested\b{_UNLESS_OTHER}",
+            # "I don't want texts", "I no longer wish to be contacted", within one clause:
+            # "I don't want to cancel, just text me the new time" asks for a text, and so
+            # does "I don't want to come in just text me", where a text is all they want.
+            r"\b(?:do not|don't|dont|no longer)\s+(?:want|wish|need|like|send)\b[\w' ]{0,40}?"
+            r"(?<!just )(?<!only )(?<!but )(?<!except )(?<!rather )(?<!prefer )"
+            rf"\b(?:{_TEXTS}|to be (?:texted|contacted|called|messaged))\b",
         ]
     )
 )
@@ -257,13 +263,18 @@ _TEXT_WORD = re.compile(
     r"|contact\w*|communicat\w*|correspondence|e ?mail\w*|bother\w*|spam\w*|harass\w*"
     r"|subscription|send\w*)\b"
 )
+# "Text is fine", "a text would be better".
+_WILL_DO = (
+    r"(?:is|are|would be|will be|'d be|d be|should be)\s+(?:fine|ok|okay|better|best|good|great"
+    r"|preferred|easier)"
+)
 _TEXT_REQUEST = re.compile(
     r"(?<!or )(?<!nor )(?<!not )(?<!never )(?<!don't )(?<!dont )(?<!no )(?<!even )"
     r"(?:\b(?:te?xt|message|msg|sms)\s+(?:me|us|instead|only|back|please|pls|plz|works"
-    r"|is (?:fine|ok|okay|better|best|good))\b"
+    rf"|{_WILL_DO})\b"
     r"|\b(?:just|only|prefer|rather|by|via|over)\s+(?:a\s+)?(?:te?xts?|txts?|sms|messages?"
     r"|texting|messaging)\b"
-    r"|\b(?:te?xts|texting|messages)\s+(?:is|are)\s+(?:fine|ok|okay|better|best|good)\b)"
+    rf"|\b(?:te?xts|texting|messages)\s+{_WILL_DO}\b)"
 )
 _CLAUSE_BREAK = re.compile(r"([,;:.!?\u2026]+)")
 # "call/text" and "call & text" are lists; the bare separators would otherwise vanish and

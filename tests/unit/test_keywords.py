@@ -237,6 +237,11 @@ def test_a_refusal_of_calls_alone_is_still_a_revocation(body: str) -> None:
         "I don't want to be called, texts are fine",
         "I don't consent to calls, text me instead",
         "Put me on your do not call list, text only",
+        # The others will do.
+        "Don't call, text or email is fine",
+        "Don't call, text or email works",
+        "Don't call, text or email's fine",
+        "I don't want a call, a text would be better",
     ],
 )
 def test_a_refusal_of_calls_that_asks_for_texts_is_not_a_revocation(body: str) -> None:
@@ -372,6 +377,13 @@ def test_it_does_not_mistake_a_lookalike_for_an_opt_out(body: str) -> None:
         "I got a call, no texts please",
         "Can you stop texting me?",
         "I didn't ask for this text",
+        # Not wanting texts, with or without a request for something else.
+        "I don't want you to text me",
+        "I don't want any texts, just call",
+        "I don't want to be texted, just call",
+        "I don't want to get texts only calls",
+        "I no longer wish to be contacted",
+        "Don't call, text or email me ever",
     ],
 )
 def test_it_still_recognises_the_reviewed_revocations(body: str) -> None:
@@ -417,6 +429,11 @@ def test_it_still_recognises_the_reviewed_revocations(body: str) -> None:
         "I didn't ask for the text to be resent",
         "Why did you stop communicating with me?",
         "Why did you stop texting me?",
+        # Not wanting something else, and a text about it is all they ask for.
+        "I don't want to cancel, just text me the new time",
+        "I don't want to cancel just text me the new time",
+        "I dont want to come in, just text me the results",
+        "I don't want anything but texts",
     ],
 )
 def test_it_does_not_opt_out_a_patient_who_wants_to_be_contacted(body: str) -> None:
