@@ -289,7 +289,8 @@ def link() -> None:
 @click.option("--practice", "practice_id", type=int, required=True)
 @click.option("--task", "task_id", type=int, required=True)
 def link_revoke(practice_id: int, task_id: int) -> None:
-    """Revoke a task's live links: they open a page with the practice's number instead."""
+    """Revoke a task's live links (they open a page with the practice's number instead)
+    and stop its automated texts."""
     from telephony_service.clock import system_clock
     from telephony_service.services.links import UnknownTask, revoke_links
 

@@ -17,8 +17,9 @@ from telephony_service.db import at_commit, table
 from telephony_service.domain.calendar import BusinessCalendar
 from telephony_service.domain.statuses import NEXT_CALL_BACK, TaskStatus, is_open
 from telephony_service.models import Link, Practice, Task, TaskEvent
-from telephony_service.services.consent import contact_made, lock_contact
+from telephony_service.services.consent import contact_made, lock_contact, stop_cadence
 from telephony_service.services.practices import PracticeCard, calendar_for
+from telephony_service.services.tasks import change_status
 
 LINK_TTL = timedelta(days=7)
 # 64 random bits: unguessable for a link that lives a week, and short enough that a
@@ -177,19 +178,30 @@ def link_state(link: Link, now: datetime) -> LinkState:
     return "valid"
 
 
+# A task the cadence closed for want of an answer still has live links: its final text
+# says "you can still book at <link>". A patient who then asks for a call reopens it.
+REOPENED_BY_PATIENT = frozenset({TaskStatus.CLOSED_NO_RESPONSE})
+
+
 class UnknownTask(LookupError):
     pass
 
 
 def revoke_links(session: Session, *, practice_id: int, task_id: int, now: datetime) -> int:
     """Staff revoke a task's live links (a text that went to the wrong person, say): each
-    then opens the practice's "no longer active" page with its number. On the task's
-    timeline; returns how many were live. Another practice's task is unknown here."""
+    then opens the practice's "no longer active" page with its number. The task's
+    automated texts stop too: the next one would carry a new live link to the same phone,
+    and one already written would carry a dead one; staff take it from there. On the
+    task's timeline; returns how many were live. Another practice's task is unknown here."""
     task = session.get(Task, task_id)
     if task is None or task.practice_id != practice_id:
         raise UnknownTask(f"practice {practice_id} has no task {task_id}")
+    if task.contact_id is not None:
+        lock_contact(session, task.contact_id)  # the lock order: contact, then task
+    session.refresh(task, with_for_update={"key_share": True})
     revoked = revoke_task_links(session, task_id, now)
     session.add(TaskEvent(task_id=task_id, at=now, kind="links_revoked", data={"links": revoked}))
+    stop_cadence(session, task, at=now, reason="links_revoked")
     return revoked
 
 
@@ -247,11 +259,14 @@ def show_link(session: Session, token: str, now: datetime, *, counted: bool) -> 
         return LinkPage(state, card, practice.timezone, None, [], None)
     open_link(session, link, now, counted=counted)
     task = _task(session, link)
-    if link.task_id is not None and task is None:
-        return LinkPage(state, card, practice.timezone, None, [], None)
+    if link.task_id is not None and (task is None or not _takes_callbacks(task)):
+        # Taken care of (or gone): booking online still works, a call-back would be
+        # asked of nobody.
+        return LinkPage(state, card, practice.timezone, practice.booking_url, [], None)
     callback_at = None
     if (
         task is not None
+        and is_open(TaskStatus(task.status))
         and link.action == "callback"
         and task.next_action == NEXT_CALL_BACK
         and task.next_action_at is not None
@@ -343,15 +358,23 @@ def slot_offered(practice: Practice, slot: datetime, now: datetime) -> bool:
 
 def request_callback(session: Session, link: Link, slot: datetime, now: datetime) -> datetime:
     """The patient asks to be called at `slot`; returns it. A click followed by a request
-    is real contact, so the automated cadence stops (staff make the call)."""
+    is real contact, so the automated cadence stops (staff make the call).
+
+    The task falls due at that time: the queue, most urgent first, then neither buries a
+    call the patient wants sooner than the task's deadline nor shows one they asked for
+    on Wednesday as overdue on Tuesday. A task the cadence closed is reopened.
+    """
     practice, task = _actionable(session, link, now)
-    if task is None:
+    if task is None or not _takes_callbacks(task):
         raise NoActions(_card(practice))
     if not slot_offered(practice, slot, now):
         raise InvalidSlot(_card(practice))
     slot = slot.astimezone(UTC)
+    if not is_open(TaskStatus(task.status)):
+        change_status(session, task, TaskStatus.NEW, now=now)
     task.next_action = NEXT_CALL_BACK
     task.next_action_at = slot
+    task.due_at = slot
     task.updated_at = now
     link.action = "callback"
     link.action_at = now
@@ -388,14 +411,12 @@ def practice_card(session: Session, link: Link) -> PracticeCard:
 
 
 def _actionable(session: Session, link: Link, now: datetime) -> tuple[Practice, Task | None]:
+    """The practice and the link's task, locked (None: a link without one, or gone)."""
     practice = _practice(session, link)
     state = link_state(link, now)
     if state != "valid":
         raise LinkUnavailable(_card(practice), state)
-    task = _locked_task(session, link)
-    if link.task_id is not None and task is None:
-        raise NoActions(_card(practice))
-    return practice, task
+    return practice, _locked_task(session, link)
 
 
 def _practice(session: Session, link: Link) -> Practice:
@@ -428,13 +449,15 @@ def _locked_task(session: Session, link: Link) -> Task | None:
 
 
 def _task(session: Session, link: Link) -> Task | None:
-    """The link's task while it is open; None for a closed task or a link without one."""
+    """The link's task, whatever its status; None for a link without one."""
     if link.task_id is None:
         return None
-    task = session.get(Task, link.task_id)
-    if task is None or not is_open(TaskStatus(task.status)):
-        return None
-    return task
+    return session.get(Task, link.task_id)
+
+
+def _takes_callbacks(task: Task) -> bool:
+    status = TaskStatus(task.status)
+    return is_open(status) or status in REOPENED_BY_PATIENT
 
 
 def _card(practice: Practice) -> PracticeCard:

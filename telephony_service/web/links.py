@@ -109,8 +109,13 @@ def _headers(response: Response) -> Response:
     form_action = "'self'"
     booking = g.get("booking_origin")
     if booking:
-        # Browsers apply form-action to the redirect after the post, too.
-        form_action += f" {booking}"
+        # Browsers apply form-action to the redirect after the post, and to every redirect
+        # after that: a booking site that sends the patient on to another host (the bare
+        # domain to www, a booking platform) must not be cut off. The post's target is the
+        # stored booking URL, never one from the request, so any https site may follow.
+        form_action += " https:"
+        if not booking.startswith("https:"):
+            form_action += f" {booking}"
     response.headers["Content-Security-Policy"] = "; ".join(
         (
             "default-src 'none'",
@@ -146,15 +151,29 @@ def page(token: str) -> Any:
     offers_booking = view.booking_url is not None
     if offers_booking:
         _allow_form_target(view)
+    # One zone name in the legend; each time's own where the offer spans a clock change.
+    names = {slot.astimezone(zone).strftime("%Z") for slot in view.slots}
+    one_name = len(names) == 1
     return render_template(
         "links/page.html",
         **_practice_context(view.practice),
         token=token,
         booking=offers_booking,
-        slots=[(slot.isoformat(), _label(slot, zone)) for slot in view.slots],
+        slots=[
+            (slot.isoformat(), _label(slot, zone, with_zone=not one_name)) for slot in view.slots
+        ],
         callback_at=_label(view.callback_at, zone) if view.callback_at else None,
-        zone_name=view.slots[0].astimezone(zone).strftime("%Z") if view.slots else "",
+        zone_name=names.pop() if one_name else "",
     )
+
+
+@bp.get("/s/<token>/book")
+@bp.get("/s/<token>/callback")
+def action_page(token: str) -> Any:
+    """The form's target opened as a page (a reloaded or reopened tab): the link's page."""
+    if not well_formed(token):
+        return _not_found()
+    return redirect(url_for("links.page", token=token), code=303)
 
 
 @bp.post("/s/<token>/book")
@@ -230,10 +249,12 @@ def _parse_slot(raw: str) -> datetime | None:
     return slot if slot.tzinfo is not None else None
 
 
-def _label(at: datetime, zone: ZoneInfo) -> str:
-    """'Tue 10:30 AM' in the practice's time, whatever the server's locale."""
+def _label(at: datetime, zone: ZoneInfo, *, with_zone: bool = False) -> str:
+    """'Tue 10:30 AM' in the practice's time, whatever the server's locale ('Tue 10:30 AM
+    EST' `with_zone`)."""
     local = at.astimezone(zone)
-    return f"{local:%a} {clock(local)}"
+    label = f"{local:%a} {clock(local)}"
+    return f"{label} {local:%Z}" if with_zone else label
 
 
 def _allow_form_target(view: LinkPage) -> None:

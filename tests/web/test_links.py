@@ -9,12 +9,14 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import event, select, text
 
-from telephony_service.models import FollowUp, Link, Practice, Task, TaskEvent
+from telephony_service.models import FollowUp, Link, Message, Practice, Task, TaskEvent
+from telephony_service.services.delivery import queue_text
 from telephony_service.services.intake import create_inquiry_task, parse_inquiry
 from telephony_service.services.links import (
     callback_slots,
     create_link,
     hash_token,
+    revoke_links,
     revoke_task_links,
 )
 from telephony_service.services.practices import add_closure, add_practice, calendar_for
@@ -239,6 +241,19 @@ def test_it_offers_times_in_business_hours_in_the_practice_time(client, token):
     for label in ("Tue 10:30 AM", "Tue 1:30 PM", "Tue 4:30 PM", "Wed 8:00 AM", "Wed 12:00 PM"):
         assert label in page
     assert "(EST)" in page
+
+
+def test_it_names_each_times_zone_when_the_offer_spans_a_clock_change(
+    client, services, clock, riverside
+):
+    clock.now = ny(30, 10, month=10)  # Fri 2026-10-30, EDT; clocks go back on Sunday
+    token = make_link(services, riverside, make_task(services, riverside))
+
+    page = open_page(client, token).get_data(as_text=True)
+
+    assert "Fri 10:30 AM EDT" in page
+    assert "Mon 8:00 AM EST" in page
+    assert "(EDT)" not in page and "(EST)" not in page
 
 
 # --- booking online --------------------------------------------------------------------------
@@ -479,12 +494,17 @@ def test_it_answers_404_for_a_malformed_token_without_a_query(client, services, 
     assert statements == []
 
 
-def test_it_offers_no_actions_once_the_task_is_closed(client, services, task, token):
+def close_task(services, task, status) -> None:
     with services.session() as session:
         row = session.get(Task, task.id)
         assert row is not None
-        row.status = "closed_resolved"
+        row.status = status
+        row.next_action = row.next_action_at = None
         session.commit()
+
+
+def test_it_offers_only_booking_once_the_task_is_taken_care_of(client, services, task, token):
+    close_task(services, task, "closed_resolved")
 
     response = open_page(client, token)
 
@@ -492,12 +512,62 @@ def test_it_offers_no_actions_once_the_task_is_closed(client, services, task, to
     body = response.get_data(as_text=True)
     assert "Riverside Family Medicine" in body
     assert 'href="tel:+16175550100"' in body
-    assert "Book online" not in body
+    assert "Book online" in body
     assert 'name="slot"' not in body
-    assert client.post(f"/s/{token}/book").status_code == 409
     slot = ny(18, 12).isoformat()
     assert client.post(f"/s/{token}/callback", data={"slot": slot}).status_code == 409
-    assert task_row(services, task.id).cadence_stopped_at is None
+    assert entries(services, task.id, "callback_requested") == []
+    booked = client.post(f"/s/{token}/book")
+    assert booked.status_code == 303
+    assert booked.headers["Location"] == BOOKING_URL
+    assert len(entries(services, task.id, "link_booked")) == 1
+    assert task_row(services, task.id).status == "closed_resolved"
+
+
+def test_the_final_texts_link_still_books_and_reopens_the_task_for_a_call(
+    client, services, clock, task, token
+):
+    # The cadence closed the task after its final text ("you can still book at <link>").
+    close_task(services, task, "closed_no_response")
+    clock.advance(days=1)  # Wed 10:00
+
+    page = open_page(client, token)
+    assert "Book online" in page.get_data(as_text=True)
+    slot = offered(page)[0]
+    assert slot == ny(18, 10, 30).isoformat()
+
+    response = client.post(f"/s/{token}/callback", data={"slot": slot})
+
+    assert response.status_code == 303
+    row = task_row(services, task.id)
+    assert row.status == "new"
+    assert (row.next_action, row.next_action_at) == ("call_back", ny(18, 10, 30))
+    assert row.due_at == ny(18, 10, 30)
+    [reopened] = entries(services, task.id, "status_changed")[-1:]
+    assert reopened.data == {"from": "closed_no_response", "to": "new"}
+    assert len(entries(services, task.id, "callback_requested")) == 1
+    assert "We'll call you at Wed 10:30 AM" in client.get(f"/s/{token}/done").get_data(as_text=True)
+
+
+def test_a_requested_time_is_when_the_task_falls_due(client, services, clock, task, token):
+    # The web form was due within 30 minutes; the patient would rather talk on Thursday.
+    assert task.due_at == ny(17, 10, 30)
+    clock.advance(days=1)
+    slots = offered(open_page(client, token))
+    thursday = next(slot for slot in slots if slot.startswith("2026-11-19T"))
+
+    assert client.post(f"/s/{token}/callback", data={"slot": thursday}).status_code == 303
+
+    row = task_row(services, task.id)
+    assert row.due_at == row.next_action_at == datetime.fromisoformat(thursday)
+
+
+def test_a_form_target_opened_as_a_page_leads_back_to_the_link(client, token):
+    for path in (f"/s/{token}/book", f"/s/{token}/callback"):
+        response = client.get(path)
+        assert response.status_code == 303
+        assert response.headers["Location"].endswith(f"/s/{token}")
+        assert response.headers["Cache-Control"] == "no-store"
 
 
 # --- security --------------------------------------------------------------------------------
@@ -567,12 +637,49 @@ def test_it_sends_security_headers_on_every_page(client, services, clock, task, 
     nonce = re.search(r"'nonce-([^']+)'", policy)
     assert nonce is not None
     assert f'<style nonce="{nonce.group(1)}">' in page.get_data(as_text=True)
-    # The booking post redirects to the booking site; form-action must allow it.
-    assert "form-action 'self' https://book.riverside-health.example" in policy
+    # The booking post redirects to the booking site, which may redirect on to another
+    # host; form-action must allow the whole chain.
+    assert "form-action 'self' https:;" in policy
     again = re.search(
         r"'nonce-([^']+)'", open_page(client, token).headers["Content-Security-Policy"]
     )
     assert again is not None and again.group(1) != nonce.group(1)
+
+
+def test_revoking_a_tasks_links_stops_its_automated_texts(client, services, clock, task, token):
+    with services.session() as session:
+        row = session.get(Task, task.id)
+        assert row is not None and row.contact is not None
+        # A text written and waiting (for the patient's morning, say): it carries a link too.
+        waiting = queue_text(
+            session,
+            practice=session.get_one(Practice, task.practice_id),
+            contact=row.contact,
+            task=row,
+            template="second_attempt",
+            kind="automated",
+            dedupe_key=f"task:{task.id}:test",
+            attempt=2,
+            now=clock(),
+            base_url=PUBLIC_BASE_URL,
+        )
+        assert waiting is not None
+        session.commit()
+    assert pending_followups(services, task.id) >= 1
+    clock.advance(minutes=5)
+
+    with services.session() as session:
+        revoked = revoke_links(session, practice_id=task.practice_id, task_id=task.id, now=clock())
+        session.commit()
+
+    assert revoked == 2  # this one and the waiting text's
+    assert open_page(client, token).status_code == 410
+    row = task_row(services, task.id)
+    assert (row.cadence_stopped_at, row.cadence_stop_reason) == (clock.now, "links_revoked")
+    assert pending_followups(services, task.id) == 0
+    with services.session() as session:
+        assert session.get_one(Message, waiting.id).status == "canceled"
+    assert timeline_kinds(services, task.id)[-2:] == ["links_revoked", "cadence_stopped"]
 
 
 def test_it_stores_only_a_hash_of_the_token(services, token):
