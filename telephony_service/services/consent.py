@@ -34,24 +34,34 @@ def opt_out(
     message_sid: str | None = None,
     task_id: int | None = None,
 ) -> bool:
-    """Mark the contact opted out and cancel every text not yet sent. False if it already was."""
+    """Mark the contact opted out, cancel every text not yet sent and stop the automated
+    follow-ups of every open task (whatever the source: a keyword, a revocation, the
+    carrier's 21610). False if the contact already was opted out.
+
+    A cadence left running would only write texts for the gate to block, and then close
+    the task "no response" with nothing on its timeline to say why.
+    """
     cancel_unsent(session, contact_id=contact.id, at=at, reason="opted out")
-    if contact.opted_out_at is not None:
-        return False
-    contact.opted_out_at = at
-    session.add(
-        ConsentChange(
-            contact_id=contact.id,
-            at=at,
-            action="opt_out",
-            source=source,
-            message_sid=message_sid,
-            task_id=task_id,
+    newly = contact.opted_out_at is None
+    if newly:
+        contact.opted_out_at = at
+        session.add(
+            ConsentChange(
+                contact_id=contact.id,
+                at=at,
+                action="opt_out",
+                source=source,
+                message_sid=message_sid,
+                task_id=task_id,
+            )
         )
-    )
     for task in open_tasks(session, contact.id):
-        session.add(TaskEvent(task_id=task.id, at=at, kind="opted_out", data={"source": source}))
-    return True
+        if newly:
+            session.add(
+                TaskEvent(task_id=task.id, at=at, kind="opted_out", data={"source": source})
+            )
+        stop_cadence(session, task, at=at, reason="opted_out")
+    return newly
 
 
 def opt_in(

@@ -1177,10 +1177,18 @@ def _failed_send(
 
 
 def mark_call_manually(session: Session, task: Task, now: datetime, *, reason: str) -> None:
-    """Texting will not work for this task: a person has to call."""
-    if task.flag == "sms_undeliverable":
+    """Texting will not work for this task: a person has to call.
+
+    A task flagged for a revocation keeps that flag: a patient's own words withdrawing
+    consent are what staff must read first, and a late "undelivered" must not hide them.
+    """
+    if task.flag == "sms_undeliverable" or (
+        task.flag == "revoked_consent"
+        and (task.next_action == NEXT_CALL_MANUALLY or not is_open(TaskStatus(task.status)))
+    ):
         return
-    task.flag = "sms_undeliverable"
+    if task.flag != "revoked_consent":
+        task.flag = "sms_undeliverable"
     if is_open(TaskStatus(task.status)):
         task.next_action = NEXT_CALL_MANUALLY
         task.next_action_at = now

@@ -57,14 +57,20 @@ def receive_keyword(
 
     A retried delivery of the same MessageSid gets the same answer and changes nothing.
     Twilio does not retry an inbound text that failed, so a transaction that lost a
-    deadlock is run again here rather than dropping the patient's STOP.
+    deadlock, or a pooled connection the server had dropped (a restart, a failover: the
+    pool does not ping before use), is run again here rather than dropping the patient's
+    STOP.
     """
     for attempt in range(3):
         try:
             return _receive_keyword(session, params, now=now, base_url=base_url)
         except DBAPIError as exc:
             session.rollback()
-            if getattr(exc.orig, "sqlstate", None) not in _RETRYABLE_SQLSTATES or attempt == 2:
+            retryable = (
+                exc.connection_invalidated
+                or getattr(exc.orig, "sqlstate", None) in _RETRYABLE_SQLSTATES
+            )
+            if not retryable or attempt == 2:
                 raise
     raise AssertionError("unreachable")
 
@@ -117,8 +123,6 @@ def _receive_keyword(
             task_id=task.id if task else None,
         ):
             template = "opt_out_confirmation"  # one confirmation, never a second
-        for open_task in consent.open_tasks(session, contact.id):
-            consent.stop_cadence(session, open_task, at=now, reason="opted_out")
     elif intent is Intent.OPT_IN:
         if consent.opt_in(session, contact, at=now, source="keyword", message_sid=sid):
             template = "opt_in_confirmation"

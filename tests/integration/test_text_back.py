@@ -13,6 +13,7 @@ from telephony_service.domain.statuses import TaskStatus
 from telephony_service.models import (
     ConsentChange,
     Contact,
+    FollowUp,
     Message,
     PracticeSendCount,
     Task,
@@ -239,6 +240,11 @@ def test_it_opts_the_contact_out_on_21610(
         assert contact.opted_out_at is not None
         [change] = session.scalars(select(ConsentChange))
         assert (change.action, change.source) == ("opt_out", "carrier_21610")
+        # No more automated texts are written only for the gate to block them.
+        [task] = session.scalars(select(Task))
+        assert task.cadence_stopped_at is not None
+        assert task.cadence_stop_reason == "opted_out"
+        assert not session.scalars(select(FollowUp).where(FollowUp.state == "pending")).all()
 
 
 def test_it_reconciles_a_timeout_instead_of_resending(
@@ -301,11 +307,14 @@ def test_it_sends_nothing_for_an_unknown_text_twilio_never_took_after_an_opt_out
     schedule_once(services)
     run_jobs(services, worker_redis)  # reconcile: not at Twilio, so back to pending
     schedule_once(services)
-    run_jobs(services, worker_redis)  # the send's own check: opted out
+    run_jobs(services, worker_redis)  # the send's own check: the opt-out stopped its cadence
 
     assert twilio_messages.sent == []
     [message] = messages(services)
-    assert message.status == "blocked"
+    assert (message.status, message.defer_reason) == (
+        "canceled",
+        "the automated follow-ups stopped",
+    )
     assert message.message_sid is None
 
 

@@ -9,7 +9,7 @@ from flask.testing import FlaskClient
 from redis import Redis
 from sqlalchemy import select
 
-from telephony_service.models import ConsentChange, Contact, FollowUp, Message, Task
+from telephony_service.models import ConsentChange, Contact, FollowUp, Message, Task, WebhookEvent
 from telephony_service.wiring import Services
 from tests.conftest import ACCOUNT_SID, FakeClock
 from tests.helpers import (
@@ -171,6 +171,60 @@ def test_it_treats_a_free_text_revocation_as_opt_out_and_flags_the_task(
     with services.session() as session:
         [change] = session.scalars(select(ConsentChange))
         assert change.source == "free_text"
+
+
+def test_a_late_undelivered_receipt_keeps_the_revocation_flag(
+    services: Services, client: FlaskClient, worker_redis: Redis, twilio_messages: FakeMessages
+) -> None:
+    message = _missed_call_with_text(services, client, worker_redis)
+    _text_in(client, "please stop texting me")
+
+    _status(client, message, "undelivered", "30003")
+    run_jobs(services, worker_redis)
+
+    [task] = tasks_of(services)
+    assert task.flag == "revoked_consent"  # the patient's words, for staff to read first
+    assert task.next_action == "call_manually"
+    _status(client, message, "failed", "30003")
+    run_jobs(services, worker_redis)
+    assert timeline_kinds(services, task.id).count("call_manually") == 1
+
+
+def drop_pooled_connections(services: Services) -> None:
+    """What a database restart does to a pool that does not ping before use: every idle
+    connection in it is dead, and the next request to take one finds out."""
+    pool = services.engine.pool
+    for record in list(pool._pool.queue):  # type: ignore[attr-defined]
+        record.dbapi_connection.close()
+
+
+def test_a_stop_survives_a_connection_the_database_dropped(
+    services: Services, client: FlaskClient
+) -> None:
+    make_practice(services)
+    _text_in(client, "hello")  # the pool now holds an idle connection
+
+    drop_pooled_connections(services)
+    reply = _reply_of(_text_in(client, "STOP"))  # answers 200
+
+    assert reply is not None and "unsubscribed" in reply
+    assert _contact(services).opted_out_at is not None
+
+
+def test_a_nul_in_a_text_loses_nothing_and_logs_no_text(
+    services: Services, client: FlaskClient, caplog
+) -> None:
+    make_practice(services)
+
+    reply = _reply_of(_text_in(client, "STOP\x00"))
+    _text_in(client, "my knee is worse\x00 please call")
+
+    assert reply is not None and "unsubscribed" in reply
+    assert _contact(services).opted_out_at is not None
+    with services.session() as session:
+        bodies = [event.params["Body"] for event in session.scalars(select(WebhookEvent))]
+    assert bodies == ["STOP", "my knee is worse please call"]
+    assert not [record for record in caplog.records if "knee" in record.getMessage()]
 
 
 def test_it_attaches_a_reply_to_the_open_task_and_stops_the_cadence(
