@@ -173,13 +173,16 @@ def contact_zones(phone: str, known_zone: str | None) -> tuple[str, ...]:
     if facts is None:
         return ()
     zones = facts.zones
-    # Toll-free, personal and unmapped numbers get their whole country code's list (all 42
-    # zones of +1, Guam to Newfoundland); that says nothing about where the patient is, and
-    # no minute of the day is inside all of them. A country-wide list on one clock (the UK's)
-    # is as good as a single zone.
-    country_wide = TIMEZONE_DATA.get(str(facts.country_code), ())
-    if len(zones) > 1 and zones == tuple(country_wide) and not _one_clock(zones):
-        return ()
+    # Toll-free, personal and unmapped +1 numbers get the whole code's list (all 42 zones,
+    # Guam to Newfoundland): that says nothing about where the patient is, and no minute of
+    # the day is inside all of them. Any other country's list does place the patient in
+    # that country, and its zones share a window (mainland Spain and the Canaries, the
+    # Australian mainland): that window is the one to keep, as for any number with several
+    # zones.
+    if len(zones) > 1 and facts.country_code == 1:
+        country_wide = TIMEZONE_DATA.get(str(facts.country_code), ())
+        if zones == tuple(country_wide) and not _one_clock(zones):
+            return ()
     return zones
 
 

@@ -206,6 +206,29 @@ def test_it_uses_the_zone_of_a_number_abroad() -> None:
     assert deferred_until(gate(utc(2026, 1, 12, 7, 59), who)) == utc(2026, 1, 12, 8, 0)
 
 
+@pytest.mark.parametrize(
+    ("phone", "zone", "night", "morning"),
+    [
+        # Mainland Spain and the Canaries: 08:00 in Las Palmas is 09:00 in Madrid.
+        ("+34612345678", "Europe/Madrid", (2026, 1, 14, 1, 30), (2026, 1, 14, 9, 0)),
+        # Mainland Portugal and the Azores: 08:00 in the Azores is 09:00 in Lisbon.
+        ("+351912345678", "Europe/Lisbon", (2026, 1, 14, 0, 30), (2026, 1, 14, 9, 0)),
+        # An Australian mobile may be on the Cocos Islands: 08:00 there is 12:30 in Sydney.
+        ("+61412345678", "Australia/Sydney", (2026, 1, 15, 4, 30), (2026, 1, 15, 12, 30)),
+    ],
+)
+def test_it_keeps_the_window_every_zone_of_a_country_shares(
+    phone: str, zone: str, night: tuple[int, ...], morning: tuple[int, ...]
+) -> None:
+    who = contact(phone)
+    assert len(contact_zones(phone, None)) > 1
+
+    decision = gate(local(ZoneInfo(zone), *night), who)
+
+    assert deferred_until(decision) == local(ZoneInfo(zone), *morning).astimezone(UTC)
+    assert_defer_lands_allowed(decision, who)
+
+
 def test_it_texts_an_unplaceable_number_only_from_noon_to_eight_new_york_time() -> None:
     who = contact(TOLL_FREE)
     assert contact_zones(TOLL_FREE, None) == ()
