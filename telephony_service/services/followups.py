@@ -258,9 +258,12 @@ def _run(
                 outcome.messages.append(message.id)
     followup.state = "done"
     followup.done_at = now
-    if action is Action.CLOSE or index + 1 >= len(steps):
+    if action is Action.CLOSE:
         return None
-    following = steps[index + 1]
+    # A cadence the manager shortened since this task started may have no step after this
+    # one: the task goes on to the new cadence's end (its last step closes the task), so it
+    # is never left open with nothing scheduled.
+    following = steps[index + 1] if index + 1 < len(steps) else steps[-1]
     due = step_due(
         following, previous=followup.due_at, sla_due=task.due_at, calendar=calendar_for(practice)
     )

@@ -212,3 +212,35 @@ def test_it_follows_the_practices_own_cadence(
     [task] = tasks_of(services)
     assert task.status == "closed_no_response"
     assert twilio_messages.sent == []
+
+
+def test_a_cadence_shortened_mid_way_still_closes_the_task(
+    services: Services,
+    client: FlaskClient,
+    worker_redis: Redis,
+    twilio_messages: FakeMessages,
+    clock: FakeClock,
+) -> None:
+    from telephony_service.domain.cadence import Action, Step, When
+    from telephony_service.domain.categories import Category
+    from telephony_service.services.followups import set_cadence
+
+    practice = make_practice(services)
+    call_ended(client, new_sid("CA"))  # Tuesday 10:00, on the default cadence
+    run_jobs(services, worker_redis)
+    _tick(services, clock, worker_redis, datetime(2026, 11, 17, 16, 0, tzinfo=UTC))  # attempt 1
+    # The manager cuts it to one call by the SLA, then close that day.
+    with services.session() as session:
+        steps = (Step(Action.CALL, When.SLA), Step(Action.CLOSE, When.CLOSE_OF_DAY))
+        set_cadence(session, practice.id, Category.MISSED_CALL, steps, clock())
+        session.commit()
+
+    # The step already scheduled runs as it was written (Wednesday 09:00, with its text);
+    # the new cadence's end follows it.
+    _tick(services, clock, worker_redis, datetime(2026, 11, 18, 14, 0, tzinfo=UTC))
+    assert _steps(services)[3] == (3, "close", "pending", datetime(2026, 11, 18, 22, 0, tzinfo=UTC))
+    _tick(services, clock, worker_redis, datetime(2026, 11, 18, 22, 0, tzinfo=UTC))
+
+    [task] = tasks_of(services)
+    assert task.status == "closed_no_response"
+    assert [s[2] for s in _steps(services)] == ["done"] * 4
