@@ -55,6 +55,7 @@ from telephony_service.gateways.base import GatewayError, OutboundSms, Telephony
 from telephony_service.models import (
     CallAttempt,
     Contact,
+    Link,
     Message,
     Practice,
     PracticeSendCount,
@@ -64,7 +65,7 @@ from telephony_service.models import (
 )
 from telephony_service.parsing import int_or_none
 from telephony_service.services import consent
-from telephony_service.services.links import add_link, link_url, new_token
+from telephony_service.services.links import LINK_TTL, add_link, link_url, new_token
 from telephony_service.services.practices import PracticePolicy, texting_policy
 from telephony_service.wording import RenderedSms, TemplateTooLong, render_sms
 
@@ -496,7 +497,10 @@ def _send_read(
         return _finish(session, _entity(session, message), "canceled", now, reason=reason)
 
     decision = compliance.evaluate(
-        now,
+        # The clock again, not the claim's: the contact's lock may have waited on another
+        # send to this patient (as long as Twilio's timeout), and the window ends to the
+        # minute.
+        clock(),
         channel=compliance.Channel.TEXT,
         purpose=compliance.Purpose(message.kind),
         contact=compliance.ContactFacts(
@@ -548,13 +552,29 @@ def _send_read(
             "counted_practice": message.practice_id,
             "counted_day": _local_day(practice, at),
         }
+    # A link's week starts when its text goes: one that waited days for the patient's
+    # window or the caps would otherwise arrive with little of it left, or none.
+    refresh = (
+        (
+            _refresh_link_statement(),
+            {"of_task": task_id, "of_message": message.id, "expires": at + LINK_TTL},
+        )
+        if (task_id := message.task_id) is not None
+        and at - _aware(message.created_at) > LINK_REFRESH_AFTER
+        else None
+    )
     if postgres:
         # One round trip: the text's answer, the practice's count of the day (taken last:
         # its row lock is held only until the commit) and the task's timeline, and COMMIT.
         statement = _sent_and_logged_statement(counted)
-        pipelined(session, [(statement, outcome | {"data": Jsonb(outcome["data"])})], commit=True)
+        statements = [(statement, outcome | {"data": Jsonb(outcome["data"])})]
+        if refresh is not None:
+            statements.append(refresh)
+        pipelined(session, statements, commit=True)
     else:
         session.execute(_sent_statement(), outcome)
+        if refresh is not None:
+            session.execute(*refresh)
         if counted:
             session.execute(_count_statement(postgres=False), outcome)
         if task is not None:
@@ -579,6 +599,27 @@ def _send_read(
         sent.status,
     )
     return "sent"
+
+
+# A text sent within this long of being written keeps its link's expiry (a statement less
+# on the send); one held back longer (quiet hours, the caps) gets a full week from its send.
+LINK_REFRESH_AFTER = timedelta(hours=1)
+
+
+@functools.cache
+def _refresh_link_statement() -> Any:
+    links = table(Link)
+    expires = bindparam("expires", type_=links.c.expires_at.type)
+    return (
+        update(links)
+        .where(
+            links.c.task_id == bindparam("of_task"),  # ix_links_task_id: a task has a few
+            links.c.message_id == bindparam("of_message"),
+            links.c.revoked_at.is_(None),
+            links.c.expires_at < expires,
+        )
+        .values(expires_at=expires)
+    )
 
 
 @functools.cache
@@ -684,6 +725,7 @@ class _Outgoing:
     to_number: str
     from_number: str
     body: str
+    created_at: datetime
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import threading
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 from flask.testing import FlaskClient
 from redis import Redis
@@ -245,6 +246,62 @@ def test_it_opts_the_contact_out_on_21610(
         assert task.cadence_stopped_at is not None
         assert task.cadence_stop_reason == "opted_out"
         assert not session.scalars(select(FollowUp).where(FollowUp.state == "pending")).all()
+
+
+def test_it_reads_the_window_when_the_send_goes_not_when_it_was_claimed(
+    services: Services, twilio_messages: FakeMessages, clock: FakeClock
+) -> None:
+    # Ben is in Chicago; the send is claimed at 19:59:58 there, and by the time the
+    # patient's lock is free (another send to him was at Twilio) it is 20:00:05.
+    clock.now = datetime(2026, 11, 17, 19, 59, 58, tzinfo=ZoneInfo("America/Chicago"))
+    message_id = _pending_text(services)
+    readings = iter([clock.now, clock.now + timedelta(seconds=7)])
+
+    with services.session() as session:
+        outcome = delivery.send_message(
+            session,
+            services.gateway,
+            message_id,
+            clock=lambda: next(readings, clock.now + timedelta(seconds=7)),
+            settings=services.send_settings,
+        )
+
+    assert outcome == "deferred"
+    assert twilio_messages.sent == []
+
+
+def test_a_text_held_back_for_days_carries_a_link_good_for_a_week_from_its_send(
+    services: Services, twilio_messages: FakeMessages, clock: FakeClock
+) -> None:
+    from telephony_service.models import Link
+
+    message_id = _pending_text(services)
+    with services.session() as session:
+        [written] = session.scalars(select(Link.expires_at))
+    # Held back (the patient's caps, quiet hours) for six days, then sent.
+    clock.advance(days=6)
+
+    assert _send(services, message_id) == "sent"
+
+    with services.session() as session:
+        [link] = session.scalars(select(Link))
+    assert written == clock.now - timedelta(days=6) + timedelta(days=7)
+    assert link.expires_at == clock.now + timedelta(days=7)
+
+
+def test_a_text_sent_at_once_keeps_its_links_expiry(
+    services: Services, twilio_messages: FakeMessages, clock: FakeClock
+) -> None:
+    from telephony_service.models import Link
+
+    message_id = _pending_text(services)
+    clock.advance(minutes=5)
+
+    assert _send(services, message_id) == "sent"
+
+    with services.session() as session:
+        [link] = session.scalars(select(Link))
+    assert link.expires_at == clock.now - timedelta(minutes=5) + timedelta(days=7)
 
 
 def test_it_reconciles_a_timeout_instead_of_resending(
