@@ -81,7 +81,8 @@ def practice_add(name: str, number: str, timezone: str, booking_url: str | None)
     from telephony_service.clock import system_clock
     from telephony_service.services.practices import InvalidInput, add_practice
 
-    with _session(_settings()) as session:
+    settings = _settings()
+    with _session(settings) as session:
         try:
             created = add_practice(
                 session,
@@ -90,6 +91,7 @@ def practice_add(name: str, number: str, timezone: str, booking_url: str | None)
                 timezone=timezone,
                 booking_url=booking_url,
                 now=system_clock(),
+                base_url=settings.public_base_url,
             )
         except InvalidInput as exc:
             raise _fail(exc) from None

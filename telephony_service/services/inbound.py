@@ -24,6 +24,7 @@ from telephony_service.domain.phones import mask_phone, normalise_phone
 from telephony_service.models import Contact, Message, Practice, Task, WebhookEvent
 from telephony_service.parsing import int_or_none
 from telephony_service.services import consent, delivery, followups, intake
+from telephony_service.wording import TemplateTooLong
 
 log = logging.getLogger(__name__)
 
@@ -179,14 +180,21 @@ def _attach_reply(
 def _reply(
     session: Session, practice: Practice, contact: Contact, template: str, sid: str, now: datetime
 ) -> Answer:
-    message = delivery.record_reply(
-        session,
-        practice=practice,
-        contact=contact,
-        template=template,
-        dedupe_key=_reply_key(sid),
-        now=now,
-    )
+    """The reply in the webhook's answer. One that no longer fits two segments (a practice
+    renamed since its name was checked) is left out: the patient's STOP still counts, and
+    "one confirmation at most" allows none."""
+    try:
+        message = delivery.record_reply(
+            session,
+            practice=practice,
+            contact=contact,
+            template=template,
+            dedupe_key=_reply_key(sid),
+            now=now,
+        )
+    except TemplateTooLong as exc:
+        log.error("reply %s for practice %s not sent: %s", template, practice.id, exc)
+        return Answer()
     return Answer(message.body, message.id)
 
 

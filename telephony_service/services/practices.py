@@ -50,16 +50,21 @@ SMS_TEMPLATES = (
 )
 
 
-def check_name_fits_texts(name: str, number: str) -> None:
+def check_name_fits_texts(name: str, number: str, base_url: str | None = None) -> None:
     """Every text names the practice and must stay within two segments: a name too long
-    (or with characters that force UCS-2) is refused here, not discovered at send time."""
+    (or with characters that force UCS-2) is refused here, not discovered at send time.
+    Checked with the service's own links (`base_url`, PUBLIC_BASE_URL) where they are
+    longer than the allowance for any host."""
+    link = _LONGEST_LINK
+    if base_url is not None:
+        link = max(link, f"{base_url.rstrip('/')}/s/" + "x" * 11, key=len)
     for template in SMS_TEMPLATES:
         try:
             render_sms(
                 template,
                 practice=name,
                 practice_number=display_number(number),
-                link=_LONGEST_LINK,
+                link=link,
                 first_text=True,
             )
         except TemplateTooLong:
@@ -78,6 +83,7 @@ def add_practice(
     timezone: str,
     booking_url: str | None,
     now: datetime,
+    base_url: str | None = None,
 ) -> Practice:
     name = name.strip()
     if not name or len(name) > 200:
@@ -91,11 +97,17 @@ def add_practice(
         raise InvalidInput(
             f"{timezone!r} is not a known time zone (e.g. America/Chicago)"
         ) from None
-    if booking_url is not None and not booking_url.startswith(("https://", "http://")):
-        raise InvalidInput("the booking URL must start with https://")
+    if booking_url is not None and (
+        not booking_url.startswith(("https://", "http://"))
+        or any(ch.isspace() or not ch.isprintable() for ch in booking_url)
+    ):
+        raise InvalidInput(
+            "the booking URL must start with https:// (or http://) and hold no spaces or "
+            "control characters"
+        )
     if session.scalar(select(Practice.id).where(Practice.twilio_number == e164)) is not None:
         raise InvalidInput(f"another practice already uses {e164}")
-    check_name_fits_texts(name, e164)
+    check_name_fits_texts(name, e164, base_url)
     practice = Practice(
         name=name,
         twilio_number=e164,

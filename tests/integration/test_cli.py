@@ -72,6 +72,62 @@ def test_it_refuses_a_bad_practice(telephony, args, message):
     assert message in result.output
 
 
+# 90 characters: its texts fit two segments beside the links of a short host only.
+LONG_NAME = (
+    "Riverside Family Medicine and Community Health Partners of Greater Boston, North Shore Inc"
+)
+
+
+def test_it_checks_a_practice_name_against_the_services_own_links(services, tmp_path):
+    def add(public_base_url: str, number: str):
+        env = {
+            "DATABASE_URL": services.settings.database_url,
+            "SECRET_KEY": services.settings.secret_key,
+            "TELEPHONY_INSTANCE_PATH": str(tmp_path),
+            "PUBLIC_BASE_URL": public_base_url,
+        }
+        return CliRunner().invoke(
+            main,
+            [
+                "practice",
+                "add",
+                "--name",
+                LONG_NAME,
+                "--number",
+                number,
+                "--timezone",
+                "America/New_York",
+            ],
+            env=env,
+        )
+
+    long_host = "https://patient-callbacks.riversidefamilymedicine-boston.org"
+    refused = add(long_host, "+16175550101")
+    assert refused.exit_code != 0
+    assert "longer than two SMS segments" in refused.output
+    assert add("https://cb.example.org", "+16175550102").exit_code == 0
+
+
+@pytest.mark.parametrize(
+    "url", ["ftp://book.example.test", "https://book.example.test/a b", "https://x.test/\nSet"]
+)
+def test_it_refuses_a_booking_url_that_could_not_be_a_redirect(telephony, url):
+    result = telephony(
+        "practice",
+        "add",
+        "--name",
+        "X",
+        "--number",
+        "+16175550100",
+        "--timezone",
+        "America/New_York",
+        "--booking-url",
+        url,
+    )
+    assert result.exit_code != 0
+    assert "the booking URL must start with https://" in result.output
+
+
 def test_it_refuses_a_second_practice_on_the_same_number(telephony):
     _add_practice(telephony)
     result = telephony(

@@ -190,6 +190,28 @@ def test_a_late_undelivered_receipt_keeps_the_revocation_flag(
     assert timeline_kinds(services, task.id).count("call_manually") == 1
 
 
+def test_a_stop_counts_when_its_confirmation_no_longer_fits_two_segments(
+    services: Services, client: FlaskClient, worker_redis: Redis, twilio_messages: FakeMessages
+) -> None:
+    from telephony_service.models import Practice
+    from telephony_service.services.practices import _clear_practice_caches
+
+    message = _missed_call_with_text(services, client, worker_redis)
+    with services.session() as session:
+        # Renamed behind the service's back: accents make the confirmation UCS-2, and it
+        # no longer fits.
+        session.get_one(
+            Practice, message.practice_id
+        ).name = "Clínica Médica Familiar de São Paulo e Região Metropolitana"
+        session.commit()
+    _clear_practice_caches()
+
+    reply = _reply_of(_text_in(client, "STOP"))  # answers 200
+
+    assert reply is None
+    assert _contact(services).opted_out_at is not None
+
+
 def drop_pooled_connections(services: Services) -> None:
     """What a database restart does to a pool that does not ping before use: every idle
     connection in it is dead, and the next request to take one finds out."""
