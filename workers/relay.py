@@ -13,7 +13,9 @@ import threading
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
+from redis import Redis
 from redis.exceptions import RedisError
+from rq import Queue
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 from rq.utils import utcparse
@@ -29,6 +31,11 @@ log = logging.getLogger(__name__)
 GRACE = timedelta(seconds=10)
 INTERVAL_SECONDS = 15.0
 ABANDONED_AFTER = timedelta(minutes=10)
+# A job "queued" this long is looked for on its queue. A worker takes a job off the list
+# (RQ pops it outright when it listens on several queues) and only then marks it started:
+# killed or cut off from Redis in between, it leaves a record that says "queued" for a
+# job no worker will ever see, and that record would turn every later offer away.
+QUEUED_CHECK_AFTER = timedelta(minutes=2)
 
 
 def relay_once(services: Services, *, grace: timedelta = GRACE) -> int:
@@ -67,24 +74,50 @@ def waiting_jobs(
     """
     if not job_ids:
         return set()
+    redis = services.work.redis
     try:
-        pipeline = services.work.redis.pipeline(transaction=False)
+        pipeline = redis.pipeline(transaction=False)
         for job_id in job_ids:
-            pipeline.hmget(Job.key_for(job_id), "status", "started_at")
+            pipeline.hmget(Job.key_for(job_id), "status", "started_at", "enqueued_at", "origin")
         answers = pipeline.execute()
     except RedisError:
         return set()
     waiting = set()
-    for job_id, (status, started) in zip(job_ids, answers, strict=True):
+    to_find: list[tuple[str, bytes]] = []
+    for job_id, (status, started, enqueued, origin) in zip(job_ids, answers, strict=True):
         state = status.decode() if status else None
-        if state in _WAITING or (
+        if (
+            state == JobStatus.QUEUED.value
+            and origin
+            and _abandoned_since(
+                utcparse(enqueued.decode()) if enqueued else None, QUEUED_CHECK_AFTER
+            )
+        ):
+            to_find.append((job_id, origin))
+        elif state in _WAITING or (
             state == JobStatus.STARTED.value
             and not _abandoned_since(
                 utcparse(started.decode()) if started else None, abandoned_after
             )
         ):
             waiting.add(job_id)
+    if to_find:
+        try:
+            found = _on_their_queues(redis, to_find)
+        except RedisError:
+            return waiting | {job_id for job_id, _ in to_find}
+        waiting.update(
+            job_id for (job_id, _), on_queue in zip(to_find, found, strict=True) if on_queue
+        )
     return waiting
+
+
+def _on_their_queues(redis: Redis, jobs: Sequence[tuple[str, bytes]]) -> list[bool]:
+    """Whether each (job id, queue name) is still on that queue's list (one round trip)."""
+    pipeline = redis.pipeline(transaction=False)
+    for job_id, origin in jobs:
+        pipeline.lpos(Queue.redis_queue_namespace_prefix + origin.decode(), job_id)
+    return [position is not None for position in pipeline.execute()]
 
 
 def clear_dead_job(
@@ -101,8 +134,14 @@ def clear_dead_job(
     except Exception:  # Redis trouble: the enqueue below will report it
         return
     status = job.get_status(refresh=False)
-    if status in (JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED) or (
-        status == JobStatus.STARTED and _abandoned_since(job.started_at, abandoned_after)
+    if (
+        status in (JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED)
+        or (status == JobStatus.STARTED and _abandoned_since(job.started_at, abandoned_after))
+        or (
+            status == JobStatus.QUEUED
+            and _abandoned_since(job.enqueued_at, QUEUED_CHECK_AFTER)
+            and not _on_their_queues(services.work.redis, [(job.id, job.origin.encode())])[0]
+        )
     ):
         job.delete()
 

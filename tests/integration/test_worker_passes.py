@@ -19,7 +19,7 @@ from tests.sms_support import text_back_due
 from workers import runtime
 from workers.main import run_worker
 from workers.relay import ABANDONED_AFTER as RELAY_ABANDONED_AFTER
-from workers.relay import relay_once
+from workers.relay import QUEUED_CHECK_AFTER, relay_once
 from workers.scheduler import ABANDONED_AFTER as SCHEDULER_ABANDONED_AFTER
 from workers.scheduler import schedule_once
 
@@ -117,6 +117,45 @@ def test_it_leaves_texts_waiting_in_rq_alone_and_requeues_the_one_rq_lost(
     assert schedule_once(services) == 1
     assert offered == [texts[1]]
     assert sorted(services.work.queue.job_ids) == sorted(send_job_id(m) for m in texts)
+
+
+@pytest.mark.parametrize(
+    ("queued_ago", "offered_again"),
+    [(QUEUED_CHECK_AFTER + timedelta(seconds=10), True), (timedelta(seconds=30), False)],
+)
+def test_it_requeues_a_send_whose_job_a_worker_took_off_the_queue_and_lost(
+    services: Services, clock: FakeClock, queued_ago: timedelta, offered_again: bool
+) -> None:
+    practice = make_practice(services)
+    message_id = text_back_due(services, practice.id, ANA)
+    # A worker popped the job off the queue and died before marking it started: its
+    # record still says "queued".
+    assert services.work.enqueue_send(message_id)
+    job = Job.fetch(send_job_id(message_id), connection=services.redis)
+    services.work.queue.remove(job)
+    job.enqueued_at = datetime.now(UTC) - queued_ago  # RQ's clock, not the test's
+    job.save()
+
+    clock.advance(seconds=ENQUEUE_LEASE.total_seconds() + 1)
+
+    assert schedule_once(services) == int(offered_again)
+    assert services.work.queue.job_ids == ([send_job_id(message_id)] if offered_again else [])
+
+
+def test_it_leaves_a_queued_job_that_waits_in_a_long_backlog(
+    services: Services, clock: FakeClock
+) -> None:
+    practice = make_practice(services)
+    message_id = text_back_due(services, practice.id, ANA)
+    assert services.work.enqueue_send(message_id)
+    job = Job.fetch(send_job_id(message_id), connection=services.redis)
+    job.enqueued_at = datetime.now(UTC) - QUEUED_CHECK_AFTER * 3  # still on the queue
+    job.save()
+
+    clock.advance(seconds=ENQUEUE_LEASE.total_seconds() + 1)
+
+    assert schedule_once(services) == 0
+    assert services.work.queue.job_ids == [send_job_id(message_id)]
 
 
 @pytest.mark.parametrize(
