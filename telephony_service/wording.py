@@ -76,6 +76,22 @@ def render_sms(name: str, **context: Any) -> RenderedSms:
     return RenderedSms(body=body, encoding=counted.encoding, segments=counted.segments)
 
 
+@functools.cache
+def opt_out_line() -> str:
+    """The opt-out wording the first text of a thread ends with (sms/_stop.txt)."""
+    return _clean(_template("sms/_stop.txt").render(first_text=True))
+
+
+def with_opt_out_line(body: str) -> str:
+    """A text rendered for an ongoing thread, as it reads opening a new one: the thread
+    templates end with the wording, so this is what rendering it so would give."""
+    return f"{body} {opt_out_line()}"
+
+
+def fits(body: str) -> bool:
+    return count_segments(body).segments <= MAX_SEGMENTS
+
+
 def sms_template_variables(source: str) -> set[str]:
     return set(meta.find_undeclared_variables(_environment().parse(source)))
 

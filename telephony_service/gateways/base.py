@@ -23,6 +23,16 @@ PERMANENT_CODES = frozenset(
     }
 )
 TOO_MANY_REQUESTS_CODE = 20429
+# Refusals of a request that the same request gets past later: too many requests, the
+# sending number's queue full, credentials refused while they are being rotated. A
+# refusal not named here or above is taken as permanent.
+RETRYABLE_CODES = frozenset(
+    {
+        TOO_MANY_REQUESTS_CODE,
+        21611,  # the From number's queue of messages is full
+        20003,  # authentication failed (a rotation of the auth token in progress)
+    }
+)
 
 _DIGIT_RUN = re.compile(r"\+?\d{7,}")
 
@@ -61,7 +71,7 @@ class GatewayError(Exception):
 def is_permanent(code: int | None, status: int | None) -> bool:
     if code in PERMANENT_CODES:
         return True
-    if code == TOO_MANY_REQUESTS_CODE or status == 429:
+    if code in RETRYABLE_CODES or status == 429:
         return False
     # Any other refusal of the request itself will be refused again.
     return status is not None and 400 <= status < 500

@@ -67,7 +67,14 @@ from telephony_service.parsing import int_or_none
 from telephony_service.services import consent
 from telephony_service.services.links import LINK_TTL, add_link, link_url, new_token
 from telephony_service.services.practices import PracticePolicy, texting_policy
-from telephony_service.wording import RenderedSms, TemplateTooLong, render_sms
+from telephony_service.wording import (
+    RenderedSms,
+    TemplateTooLong,
+    fits,
+    opt_out_line,
+    render_sms,
+    with_opt_out_line,
+)
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +132,10 @@ MAX_TRIES = len(RETRY_DELAYS) + 1
 SLOT_SLACK = timedelta(seconds=5)
 # A thread: texts to a contact less than this apart; the first of one carries STOP wording.
 THREAD_GAP = timedelta(days=30)
+# Whether a text opens a thread is decided when it is written, with this much to spare,
+# and decided again at its send if it waited longer (quiet hours, the caps): a text held
+# past the end of the last thread opens a new one, and gets the wording then.
+THREAD_RECHECK_AFTER = timedelta(hours=1)
 
 NEXT_CALL_MANUALLY = "call_manually"
 
@@ -166,7 +177,11 @@ def queue_text(
         # duplicate, which is rare.
         written, earlier = session.execute(
             _written_statement(),
-            {"dedupe_key": dedupe_key, "contact_id": contact.id, "since": now - THREAD_GAP},
+            {
+                "dedupe_key": dedupe_key,
+                "contact_id": contact.id,
+                "since": now - THREAD_GAP + THREAD_RECHECK_AFTER,
+            },
         ).one()
     if written is not None:
         return None
@@ -358,11 +373,13 @@ def _send_claimed(
             return "skipped"
         return _send_read(session, gateway, outgoing, clock=clock, settings=settings)
     except Exception:
-        # A bug or bad data after the claim: end the text visibly (failed) rather than leave
-        # a claimed row that reconciliation would offer again and again. (Only this job's
-        # own claim: nothing changes if the claim never happened.)
+        # Stopped after the claim and before Twilio was asked (a bug, bad data, RQ's job
+        # timeout while waiting on a lock): the text goes back to wait for a retry, as a
+        # refused send does, and fails visibly once the retries run out; it is neither
+        # lost nor offered again and again. (Only this job's own claim: nothing changes if
+        # the claim never happened, or if the send already settled it as unknown.)
         session.rollback()
-        _fail_claimed(session, message_id, claimed_at, clock())
+        _release_claimed(session, message_id, claimed_at, clock())
         raise
 
 
@@ -496,11 +513,11 @@ def _send_read(
     if reason is not None:
         return _finish(session, _entity(session, message), "canceled", now, reason=reason)
 
+    # The clock again, not the claim's: the contact's lock may have waited on another send
+    # to this patient (as long as Twilio's timeout), and the window ends to the minute.
+    checked_at = clock()
     decision = compliance.evaluate(
-        # The clock again, not the claim's: the contact's lock may have waited on another
-        # send to this patient (as long as Twilio's timeout), and the window ends to the
-        # minute.
-        clock(),
+        checked_at,
         channel=compliance.Channel.TEXT,
         purpose=compliance.Purpose(message.kind),
         contact=compliance.ContactFacts(
@@ -517,24 +534,51 @@ def _send_read(
     if isinstance(decision, compliance.Defer):
         return _defer(session, _entity(session, message), decision.until, decision.reason, now)
 
+    body = message.body
+    if _opens_a_thread_now(session, message, contact.id, checked_at):
+        body = with_opt_out_line(body)
+        if not fits(body):
+            # Only a practice renamed since its name was checked gets here.
+            return _finish(
+                session,
+                _entity(session, message),
+                "blocked",
+                now,
+                reason="the opt-out wording would make the text longer than two segments",
+            )
     sms = OutboundSms(
         to=message.to_number,
         from_=message.from_number,
-        body=message.body,
+        body=body,
         status_callback=f"{settings.public_base_url}/twilio/sms/status?m={message.id}",
     )
     try:
         sent = gateway.send_sms(sms)
-    except GatewayError as exc:
+    except Exception as exc:
+        # Anything else stopped the request part-way (RQ's job timeout, a bug in the HTTP
+        # layer): Twilio may have the text, so it is settled as an unknown outcome, by
+        # reconciliation, and the error still reaches RQ's failed registry.
+        error = (
+            exc
+            if isinstance(exc, GatewayError)
+            else GatewayError(
+                f"sms: interrupted during the request: {type(exc).__name__}",
+                permanent=False,
+                outcome_unknown=True,
+            )
+        )
         full_task = session.get(Task, message.task_id) if message.task_id is not None else None
-        return _failed_send(
+        settled = _failed_send(
             session,
             _entity(session, message),
             session.get_one(Contact, contact.id, populate_existing=True),
             full_task,
-            exc,
+            error,
             clock(),
         )
+        if error is not exc:
+            raise
+        return settled
     at = clock()
     # Core statements, not the unit of work: on the send's hot path its flush cost more CPU
     # than the two statements themselves.
@@ -563,18 +607,23 @@ def _send_read(
         and at - _aware(message.created_at) > LINK_REFRESH_AFTER
         else None
     )
+    rewritten = (
+        (_body_statement(), {"message_id": message.id, "new_body": body})
+        if body != message.body
+        else None
+    )
     if postgres:
         # One round trip: the text's answer, the practice's count of the day (taken last:
         # its row lock is held only until the commit) and the task's timeline, and COMMIT.
         statement = _sent_and_logged_statement(counted)
         statements = [(statement, outcome | {"data": Jsonb(outcome["data"])})]
-        if refresh is not None:
-            statements.append(refresh)
+        statements += [extra for extra in (refresh, rewritten) if extra is not None]
         pipelined(session, statements, commit=True)
     else:
         session.execute(_sent_statement(), outcome)
-        if refresh is not None:
-            session.execute(*refresh)
+        for extra in (refresh, rewritten):
+            if extra is not None:
+                session.execute(*extra)
         if counted:
             session.execute(_count_statement(postgres=False), outcome)
         if task is not None:
@@ -599,6 +648,47 @@ def _send_read(
         sent.status,
     )
     return "sent"
+
+
+def _opens_a_thread_now(
+    session: Session, message: _Outgoing, contact_id: int, at: datetime
+) -> bool:
+    """Whether a text written for an ongoing thread opens a new one by the time it goes:
+    no text reached the patient within THREAD_GAP of now. Asked only of a text that
+    waited longer than THREAD_RECHECK_AFTER (writing allowed for that much)."""
+    if message.kind == "reply" or opt_out_line() in message.body:
+        return False
+    if at - _aware(message.created_at) <= THREAD_RECHECK_AFTER:
+        return False
+    earlier = session.execute(
+        _thread_statement(),
+        {"contact_id": contact_id, "since": at - THREAD_GAP, "message_id": message.id},
+    ).first()
+    return earlier is None
+
+
+@functools.cache
+def _thread_statement() -> Any:
+    return (
+        select(Message.id)
+        .where(
+            Message.contact_id == bindparam("contact_id"),
+            Message.created_at > bindparam("since", type_=table(Message).c.created_at.type),
+            Message.status.in_(_REACHED),
+            Message.id != bindparam("message_id"),
+        )
+        .limit(1)
+    )
+
+
+@functools.cache
+def _body_statement() -> Any:
+    messages = table(Message)
+    return (
+        update(messages)
+        .where(messages.c.id == bindparam("message_id"))
+        .values(body=bindparam("new_body"))
+    )
 
 
 # A text sent within this long of being written keeps its link's expiry (a statement less
@@ -844,15 +934,28 @@ def _forget(session: Session, message_id: int) -> None:
         session.expire(cached)
 
 
-def _fail_claimed(session: Session, message_id: int, claimed_at: datetime, now: datetime) -> None:
-    session.execute(
-        update(Message)
+def _release_claimed(
+    session: Session, message_id: int, claimed_at: datetime, now: datetime
+) -> None:
+    message = session.scalars(
+        select(Message)
         .where(
             Message.id == message_id, Message.status == "claimed", Message.claimed_at == claimed_at
         )
-        .values(status="failed", defer_reason="internal error; see the worker log", updated_at=now),
-        execution_options={"synchronize_session": False},
-    )
+        .with_for_update()
+    ).one_or_none()
+    if message is None:
+        session.rollback()
+        return
+    message.updated_at = now
+    message.defer_reason = "internal error; see the worker log"
+    if message.tries < MAX_TRIES:
+        message.status = "pending"
+        message.not_before = now + RETRY_DELAYS[min(message.tries, len(RETRY_DELAYS)) - 1]
+        message.claimed_at = None
+        message.enqueued_at = None
+    else:
+        message.status = "failed"
     session.commit()
 
 
@@ -1215,6 +1318,10 @@ def _failed_send(
         contact.sms_undeliverable_at = now
         if task is not None:
             mark_call_manually(session, task, now, reason="texts cannot reach this number")
+    elif task is not None:
+        # Refused for good for another reason (often the account's or the sending
+        # number's, so every text would be): the patient still needs an answer.
+        mark_call_manually(session, task, now, reason="the text could not be sent")
     return _finish(session, message, "failed", now, reason=exc.message)
 
 
@@ -1345,8 +1452,12 @@ def reconcile_message(
             )
         )
     )
+    # Sent as written, or with the opt-out wording a send adds to a text that waited
+    # past the end of its thread (see _opens_a_thread_now).
+    bodies = (message.body, with_opt_out_line(message.body))
     for record in records:
-        if record.body == message.body and record.sid not in known:
+        if record.body in bodies and record.sid not in known:
+            message.body = record.body
             message.message_sid = record.sid
             message.status = _forward("queued", record.status)
             message.sent_at = record.date_created or claimed

@@ -6,8 +6,10 @@ import threading
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
+import pytest
 from flask.testing import FlaskClient
 from redis import Redis
+from rq.timeouts import JobTimeoutException
 from sqlalchemy import select, text
 
 from telephony_service.domain.statuses import TaskStatus
@@ -304,6 +306,64 @@ def test_a_text_sent_at_once_keeps_its_links_expiry(
     assert link.expires_at == clock.now - timedelta(minutes=5) + timedelta(days=7)
 
 
+def test_a_text_held_past_the_end_of_its_thread_opens_a_new_one_with_the_stop_line(
+    services: Services, twilio_messages: FakeMessages, clock: FakeClock
+) -> None:
+    practice = make_practice(services)
+    assert _send(services, text_back_due(services, practice.id, BEN)) == "sent"
+    # He calls again 29 days and 22 hours later: the text-back is written for the thread
+    # that is still open, without the opt-out wording...
+    clock.advance(days=29, hours=22)
+    later = text_back_due(services, practice.id, BEN)
+    with services.session() as session:
+        assert "STOP" not in session.get_one(Message, later).body
+    # ...and held back three hours (his window, a cap), by when that thread has ended.
+    clock.advance(hours=3)
+
+    assert _send(services, later) == "sent"
+
+    sent = twilio_messages.to(BEN)[-1]
+    assert sent.body.endswith("Reply STOP to opt out.")
+    with services.session() as session:
+        assert session.get_one(Message, later).body == sent.body  # the outbox shows it
+
+
+def test_a_new_threads_text_whose_send_timed_out_is_found_by_its_longer_body(
+    services: Services, twilio_messages: FakeMessages, clock: FakeClock, worker_redis: Redis
+) -> None:
+    practice = make_practice(services)
+    assert _send(services, text_back_due(services, practice.id, BEN)) == "sent"
+    clock.advance(days=29, hours=22)
+    later = text_back_due(services, practice.id, BEN)
+    clock.advance(hours=3)
+    twilio_messages.faults.append(("accept_then_drop",))
+
+    assert _send(services, later) == "unknown"  # Twilio has it, with the STOP line
+    clock.advance(seconds=1)
+    schedule_once(services)
+    run_jobs(services, worker_redis)
+
+    assert len(twilio_messages.to(BEN)) == 2  # found, not sent again
+    with services.session() as session:
+        message = session.get_one(Message, later)
+        assert message.message_sid == twilio_messages.sent[-1].sid
+        assert message.body == twilio_messages.sent[-1].body
+
+
+def test_a_text_sent_within_its_thread_keeps_its_wording(
+    services: Services, twilio_messages: FakeMessages, clock: FakeClock
+) -> None:
+    practice = make_practice(services)
+    assert _send(services, text_back_due(services, practice.id, BEN)) == "sent"
+    clock.advance(days=20)
+    later = text_back_due(services, practice.id, BEN)
+    clock.advance(hours=3)
+
+    assert _send(services, later) == "sent"
+
+    assert "STOP" not in twilio_messages.to(BEN)[-1].body
+
+
 def test_it_reconciles_a_timeout_instead_of_resending(
     services: Services, twilio_messages: FakeMessages, clock: FakeClock, worker_redis: Redis
 ) -> None:
@@ -321,6 +381,62 @@ def test_it_reconciles_a_timeout_instead_of_resending(
     assert message.status == "queued"
     # Found at Twilio: it counts against the practice's day, once.
     assert _sent_today(services) == 1
+
+
+class _Interrupted:
+    """RQ's job timeout going off while the request to Twilio is on the wire."""
+
+    def send_sms(self, sms: object) -> None:
+        raise JobTimeoutException("Task exceeded maximum timeout value (180 seconds)")
+
+
+def test_a_send_interrupted_mid_request_is_reconciled_not_lost(
+    services: Services, twilio_messages: FakeMessages, clock: FakeClock, worker_redis: Redis
+) -> None:
+    message_id = _pending_text(services)
+
+    with services.session() as session, pytest.raises(JobTimeoutException):
+        delivery.send_message(
+            session,
+            _Interrupted(),  # type: ignore[arg-type]
+            message_id,
+            clock=services.clock,
+            settings=services.send_settings,
+        )
+
+    [message] = messages(services)
+    assert message.status == "unknown"  # Twilio may have it: looked up before any resend
+    clock.advance(seconds=65)
+    schedule_once(services)
+    run_jobs(services, worker_redis)  # reconcile: not at Twilio, so back to pending
+    schedule_once(services)
+    run_jobs(services, worker_redis)
+    assert len(twilio_messages.sent) == 1
+    assert messages(services)[0].status == "queued"
+
+
+def test_a_send_stopped_before_twilio_is_retried_not_failed(
+    services: Services,
+    twilio_messages: FakeMessages,
+    clock: FakeClock,
+    worker_redis: Redis,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    message_id = _pending_text(services)
+
+    def timed_out(*args: object, **kwargs: object) -> None:
+        raise JobTimeoutException("Task exceeded maximum timeout value (180 seconds)")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(delivery.compliance, "evaluate", timed_out)
+        with pytest.raises(JobTimeoutException):
+            _send(services, message_id)
+
+    [message] = messages(services)
+    assert (message.status, message.not_before) == ("pending", clock.now + timedelta(seconds=2))
+    clock.advance(seconds=2)
+    assert _send(services, message_id) == "sent"
+    assert len(twilio_messages.sent) == 1
 
 
 def _opt_out(services: Services, at: datetime) -> None:

@@ -341,9 +341,25 @@ def test_it_treats_numbers_twilio_will_never_accept_as_permanent(
 
 
 def test_it_treats_an_unknown_refusal_as_permanent(gateway: TwilioGateway) -> None:
-    error = _sms_refused(gateway, 401, _twilio_error(20003, 401, "Authenticate"))
+    error = _sms_refused(gateway, 400, _twilio_error(21620, 400, "Invalid media URL"))
 
-    assert (error.permanent, error.code, error.status) == (True, 20003, 401)
+    assert (error.permanent, error.code, error.status) == (True, 21620, 400)
+
+
+@pytest.mark.parametrize(
+    ("status", "code"),
+    [
+        (401, 20003),  # credentials refused while the auth token is rotated
+        (400, 21611),  # the sending number's queue is full
+        (429, 20429),
+    ],
+)
+def test_it_treats_refusals_that_pass_later_as_retryable(
+    gateway: TwilioGateway, status: int, code: int
+) -> None:
+    error = _sms_refused(gateway, status, _twilio_error(code, status, "try later"))
+
+    assert (error.permanent, error.code, error.outcome_unknown) == (False, code, False)
 
 
 @pytest.mark.parametrize(

@@ -151,6 +151,36 @@ def test_it_moves_the_task_to_call_manually_when_twilio_refuses_the_number(
     assert twilio_messages.posts == 1
 
 
+@pytest.mark.parametrize("code", [21606, 21408], ids=["from_not_allowed", "region_not_enabled"])
+def test_it_moves_the_task_to_call_manually_when_twilio_refuses_the_account(
+    services: Services, twilio_messages: FakeMessages, clock: FakeClock, code: int
+) -> None:
+    message_id = _pending_text(services)
+    twilio_messages.faults.append(("error", 400, code))
+
+    assert _send(services, message_id) == "failed"
+
+    state = _state(services, message_id)
+    assert (state.message.status, state.message.error_code) == ("failed", code)
+    # The number may well take texts; this account cannot send them now. A person calls.
+    assert state.contact.sms_undeliverable_at is None
+    assert state.task.next_action == "call_manually"
+    assert state.line("call_manually").text == "the text could not be sent"
+
+
+@pytest.mark.parametrize(("status", "code"), [(400, 21611), (401, 20003)])
+def test_it_retries_a_refusal_that_passes_later(
+    services: Services, twilio_messages: FakeMessages, clock: FakeClock, status: int, code: int
+) -> None:
+    message_id = _pending_text(services)
+    twilio_messages.faults.append(("error", status, code))
+
+    assert _send(services, message_id) == "retry"
+    clock.advance(seconds=2)
+    assert _send(services, message_id) == "sent"
+    assert _state(services, message_id).task.next_action != "call_manually"
+
+
 @pytest.mark.parametrize("code", [21614, 21211], ids=["not_a_mobile", "invalid_number"])
 def test_it_never_texts_a_number_twilio_refused_again(
     services: Services,

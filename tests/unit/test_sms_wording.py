@@ -220,3 +220,20 @@ def test_it_still_renders_spoken_wording() -> None:
     assert render("voice/greeting.txt", practice="Sunrise Clinic").startswith(
         "Thank you for calling Sunrise Clinic."
     )
+
+
+@pytest.mark.parametrize("template", ["text_back", "second_attempt", "final_message"])
+def test_a_thread_text_with_the_opt_out_line_added_reads_as_the_template_renders_it(
+    template: str,
+) -> None:
+    context = {
+        "practice": "Riverside Family Medicine",
+        "practice_number": "(617) 555-0100",
+        "link": "https://cb.example.org/s/AbCdEfGhIjK",
+    }
+    ongoing = wording.render_sms(template, first_text=False, **context).body
+    opening = wording.render_sms(template, first_text=True, **context).body
+
+    assert wording.opt_out_line() == "Reply STOP to opt out."
+    assert wording.opt_out_line() not in ongoing
+    assert wording.with_opt_out_line(ongoing) == opening
