@@ -294,7 +294,12 @@ def _written_statement() -> Any:
     """(this text's id if it was written already, a text of the contact's thread that
     reached the patient)."""
     written = select(Message.id).where(Message.dedupe_key == bindparam("dedupe_key"))
-    thread = (
+    return select(written.scalar_subquery(), _reached_since().scalar_subquery())
+
+
+def _reached_since() -> Any:
+    """A text of the contact's that reached them since `since`: their thread is open."""
+    return (
         select(Message.id)
         .where(
             Message.contact_id == bindparam("contact_id"),
@@ -303,7 +308,6 @@ def _written_statement() -> Any:
         )
         .limit(1)
     )
-    return select(written.scalar_subquery(), thread.scalar_subquery())
 
 
 # --- sending ---------------------------------------------------------------------------
@@ -669,16 +673,7 @@ def _opens_a_thread_now(
 
 @functools.cache
 def _thread_statement() -> Any:
-    return (
-        select(Message.id)
-        .where(
-            Message.contact_id == bindparam("contact_id"),
-            Message.created_at > bindparam("since", type_=table(Message).c.created_at.type),
-            Message.status.in_(_REACHED),
-            Message.id != bindparam("message_id"),
-        )
-        .limit(1)
-    )
+    return _reached_since().where(Message.id != bindparam("message_id"))
 
 
 @functools.cache
