@@ -1461,7 +1461,10 @@ def reconcile_message(
             session.commit()
             log.info("text %s: found at the provider, not resent", message_id)
             return "found"
-    if now - claimed < RECONCILE_GRACE:
+    # The grace runs from the end of the request that lost its answer (up to Twilio's
+    # timeout after the claim): a message Twilio created late in it may not be listed yet.
+    ended = max(claimed, _aware(message.updated_at)) if message.status == "unknown" else claimed
+    if now - ended < RECONCILE_GRACE:
         session.rollback()
         return "waiting"
     message.status = "pending"

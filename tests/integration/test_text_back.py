@@ -439,6 +439,31 @@ def test_a_send_stopped_before_twilio_is_retried_not_failed(
     assert len(twilio_messages.sent) == 1
 
 
+def test_it_waits_out_the_grace_from_the_end_of_a_slow_request_not_from_the_claim(
+    services: Services, twilio_messages: FakeMessages, clock: FakeClock, worker_redis: Redis
+) -> None:
+    message_id = _pending_text(services)
+    twilio_messages.faults.append(("timeout",))
+    claimed_at = clock()
+    assert _send(services, message_id) == "unknown"
+    with services.session() as session:
+        # The request hung for 25 s before it timed out.
+        session.get_one(Message, message_id).updated_at = claimed_at + timedelta(seconds=25)
+        session.commit()
+
+    def reconcile_at(seconds: int) -> str:
+        clock.now = claimed_at + timedelta(seconds=seconds)
+        with services.session() as session:
+            return delivery.reconcile_message(
+                session, services.gateway, message_id, clock=services.clock
+            )
+
+    # 35 s after the claim but 10 s after the request ended: Twilio's list may lag.
+    assert reconcile_at(35) == "waiting"
+    assert reconcile_at(56) == "resend"
+    assert twilio_messages.sent == []
+
+
 def _opt_out(services: Services, at: datetime) -> None:
     with services.session() as session:
         contact = consent.lock_contact(session, session.scalars(select(Contact.id)).one())
