@@ -132,10 +132,12 @@ MAX_TRIES = len(RETRY_DELAYS) + 1
 SLOT_SLACK = timedelta(seconds=5)
 # A thread: texts to a contact less than this apart; the first of one carries STOP wording.
 THREAD_GAP = timedelta(days=30)
-# Whether a text opens a thread is decided when it is written, with this much to spare,
-# and decided again at its send if it waited longer (quiet hours, the caps): a text held
-# past the end of the last thread opens a new one, and gets the wording then.
-THREAD_RECHECK_AFTER = timedelta(hours=1)
+# A text sent longer than this after it was written was held back (quiet hours, the caps):
+# what writing it decided is decided again at its send. Whether it opens a thread (writing
+# allows this much to spare: one held past the end of the last thread opens a new one, and
+# gets the wording then), and when its link expires (a week from the send). A text sent
+# sooner keeps both, and its send a query and a statement less.
+HELD_BACK = timedelta(hours=1)
 
 NEXT_CALL_MANUALLY = "call_manually"
 
@@ -180,7 +182,7 @@ def queue_text(
             {
                 "dedupe_key": dedupe_key,
                 "contact_id": contact.id,
-                "since": now - THREAD_GAP + THREAD_RECHECK_AFTER,
+                "since": now - THREAD_GAP + HELD_BACK,
             },
         ).one()
     if written is not None:
@@ -539,7 +541,8 @@ def _send_read(
         return _defer(session, _entity(session, message), decision.until, decision.reason, now)
 
     body = message.body
-    if _opens_a_thread_now(session, message, contact.id, checked_at):
+    held_back = checked_at - _aware(message.created_at) > HELD_BACK
+    if held_back and _opens_a_thread_now(session, message, contact.id, checked_at):
         body = with_opt_out_line(body)
         if not fits(body):
             # Only a practice renamed since its name was checked gets here.
@@ -605,10 +608,9 @@ def _send_read(
     refresh = (
         (
             _refresh_link_statement(),
-            {"of_task": task_id, "of_message": message.id, "expires": at + LINK_TTL},
+            {"of_task": message.task_id, "of_message": message.id, "expires": at + LINK_TTL},
         )
-        if (task_id := message.task_id) is not None
-        and at - _aware(message.created_at) > LINK_REFRESH_AFTER
+        if held_back and message.task_id is not None
         else None
     )
     rewritten = (
@@ -657,12 +659,9 @@ def _send_read(
 def _opens_a_thread_now(
     session: Session, message: _Outgoing, contact_id: int, at: datetime
 ) -> bool:
-    """Whether a text written for an ongoing thread opens a new one by the time it goes:
-    no text reached the patient within THREAD_GAP of now. Asked only of a text that
-    waited longer than THREAD_RECHECK_AFTER (writing allowed for that much)."""
+    """Whether a text written for an ongoing thread, and then held back, opens a new one
+    by the time it goes: no text reached the patient within THREAD_GAP of now."""
     if message.kind == "reply" or opt_out_line() in message.body:
-        return False
-    if at - _aware(message.created_at) <= THREAD_RECHECK_AFTER:
         return False
     earlier = session.execute(
         _thread_statement(),
@@ -684,11 +683,6 @@ def _body_statement() -> Any:
         .where(messages.c.id == bindparam("message_id"))
         .values(body=bindparam("new_body"))
     )
-
-
-# A text sent within this long of being written keeps its link's expiry (a statement less
-# on the send); one held back longer (quiet hours, the caps) gets a full week from its send.
-LINK_REFRESH_AFTER = timedelta(hours=1)
 
 
 @functools.cache
@@ -944,14 +938,22 @@ def _release_claimed(
         return
     message.updated_at = now
     message.defer_reason = "internal error; see the worker log"
-    if message.tries < MAX_TRIES:
-        message.status = "pending"
-        message.not_before = now + RETRY_DELAYS[min(message.tries, len(RETRY_DELAYS)) - 1]
-        message.claimed_at = None
-        message.enqueued_at = None
-    else:
+    if _retry_later(message, now) is None:
         message.status = "failed"
     session.commit()
+
+
+def _retry_later(message: Message, now: datetime) -> timedelta | None:
+    """Put a claimed text back to wait for its next try, after the pause its tries so far
+    call for; returns the pause, or None (changing nothing) once the tries have run out."""
+    if message.tries >= MAX_TRIES:
+        return None
+    delay = RETRY_DELAYS[min(message.tries, len(RETRY_DELAYS)) - 1]
+    message.status = "pending"
+    message.not_before = now + delay
+    message.claimed_at = None
+    message.enqueued_at = None
+    return delay
 
 
 def _take_slot(session: Session, message_id: int, now: datetime, rate: float) -> datetime | None:
@@ -1285,12 +1287,8 @@ def _failed_send(
         log.warning("text %s: outcome unknown (%s); will reconcile", message.id, exc.message)
         return "unknown"
     if not exc.permanent:
-        if message.tries < MAX_TRIES:
-            delay = RETRY_DELAYS[min(message.tries, len(RETRY_DELAYS)) - 1]
-            message.status = "pending"
-            message.not_before = now + delay
-            message.claimed_at = None
-            message.enqueued_at = None
+        delay = _retry_later(message, now)
+        if delay is not None:
             session.commit()
             log.warning("text %s: %s; retrying in %s", message.id, exc.message, delay)
             return "retry"
