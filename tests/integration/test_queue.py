@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import threading
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from sqlalchemy import select, update
 
 from telephony_service.models import AuditEntry, Practice, Task, TaskEvent, User
 from telephony_service.services.lanes import add_lane
+from telephony_service.services.links import (
+    callback_slots,
+    create_link,
+    find_link,
+    request_callback,
+)
 from telephony_service.services.queue import (
     COUNT_CAP,
     BadQueueFilter,
@@ -371,6 +377,38 @@ def test_it_takes_the_most_urgent_unowned_task(services, riverside, alice, bob):
         assert (entry.kind, entry.data) == ("assigned", {"user_id": alice})
         audit = session.scalars(select(AuditEntry).where(AuditEntry.task_id == taken)).one()
         assert (audit.action, audit.user_id) == ("took_task", alice)
+
+
+def ask_for_a_call(services: Services, task_id: int, pick: int) -> datetime:
+    """The patient opens the task's link and asks for a call at the `pick`th slot offered."""
+    now = services.clock()
+    with services.session() as session:
+        task = session.get(Task, task_id)
+        assert task is not None
+        practice = session.get(Practice, task.practice_id)
+        assert practice is not None
+        token = create_link(session, practice_id=practice.id, task_id=task_id, now=now)
+        link = find_link(session, token)
+        assert link is not None
+        slot = request_callback(session, link, callback_slots(practice, now)[pick], now)
+        session.commit()
+        return slot
+
+
+def test_it_does_not_hand_out_a_call_before_the_time_the_patient_asked_for(
+    services, clock, riverside, alice, bob
+):
+    waiting = make_task(services, riverside, due_in=-30 * MIN)
+    later = make_task(services, riverside, due_in=3 * 60 * MIN, phone="+12025550177")
+    asked_for = ask_for_a_call(services, waiting, pick=-1)
+    assert asked_for - clock() > 3 * 60 * MIN
+
+    # A deadline ahead may be worked early; the patient's own time may not.
+    assert take(services, alice) == later
+    assert take(services, bob) is None
+
+    clock.now = asked_for - 10 * MIN
+    assert take(services, bob) == waiting
 
 
 def test_it_takes_nothing_when_the_queue_is_empty(services, riverside, alice, bob):
