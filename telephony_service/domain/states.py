@@ -471,7 +471,7 @@ US_STATES: frozenset[str] = frozenset(AREA_CODE_STATES.values())
 # them): the Florida panhandle, Texas's El Paso, the Navajo Nation in Arizona (daylight time),
 # northern Idaho, eastern Oregon, western Kansas, Nebraska and the Dakotas, Indiana's
 # Chicago-side counties, western Kentucky and Tennessee's east, Michigan's Upper Peninsula,
-# the Aleutians.
+# Nevada's West Wendover (Mountain time by federal rule), the Aleutians.
 STATE_ZONES: Mapping[str, tuple[str, ...]] = MappingProxyType(
     {
         "AK": ("America/Anchorage", "America/Adak"),
@@ -507,7 +507,7 @@ STATE_ZONES: Mapping[str, tuple[str, ...]] = MappingProxyType(
         "NH": ("America/New_York",),
         "NJ": ("America/New_York",),
         "NM": ("America/Denver",),
-        "NV": ("America/Los_Angeles",),
+        "NV": ("America/Los_Angeles", "America/Denver"),
         "NY": ("America/New_York",),
         "OH": ("America/New_York",),
         "OK": ("America/Chicago",),

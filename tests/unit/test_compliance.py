@@ -785,6 +785,16 @@ def test_it_keeps_the_clocks_of_the_patients_state_when_only_the_state_is_known(
     assert gate(local(CHICAGO, 2026, 1, 18, 12, 0), dallas) == Allowed()
 
 
+def test_it_reads_a_nevada_patient_on_west_wendovers_mountain_clock_too() -> None:
+    """Nevada's 09:00-20:00 on Pacific clocks and on West Wendover's Mountain ones: a
+    patient known only to be in Nevada is texted 09:00-19:00 Pacific."""
+    pacific = ZoneInfo("America/Los_Angeles")
+    who = contact(TOLL_FREE, state="NV")
+    assert gate(local(pacific, 2026, 1, 13, 18, 59), who) == Allowed()
+    evening = local(pacific, 2026, 1, 13, 19, 0)  # 20:00 in West Wendover
+    assert deferred_until(gate(evening, who)) == local(pacific, 2026, 1, 14, 9, 0)
+
+
 def test_it_knows_the_clocks_of_every_state() -> None:
     from telephony_service.domain.states import STATE_ZONES, US_STATES
 
