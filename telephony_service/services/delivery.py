@@ -118,8 +118,11 @@ CLAIM_LEASE = timedelta(seconds=60)
 # Twilio's message list can lag a new message by a few seconds; a send that is not
 # listed by then was never accepted, and is sent again.
 RECONCILE_GRACE = timedelta(seconds=30)
-# Clocks differ; the list lookup starts a little before our claim.
-CLOCK_SKEW = timedelta(minutes=2)
+# Clocks differ; the list lookup starts this long before our claim. Only a record with the
+# text's own body (a link's token is unique) and a sid no other text holds is adopted, so
+# a generous margin costs only a longer list, while a worker clock ahead of Twilio's by
+# more than the margin would have the text sent twice.
+CLOCK_SKEW = timedelta(minutes=15)
 RETRY_DELAYS = (
     timedelta(seconds=2),
     timedelta(seconds=15),

@@ -383,6 +383,26 @@ def test_it_reconciles_a_timeout_instead_of_resending(
     assert _sent_today(services) == 1
 
 
+def test_it_finds_an_accepted_text_at_twilio_whose_clock_is_minutes_behind_ours(
+    services: Services, twilio_messages: FakeMessages, clock: FakeClock, worker_redis: Redis
+) -> None:
+    message_id = _pending_text(services)
+    twilio_messages.faults.append(("accept_then_drop",))
+    assert _send(services, message_id) == "unknown"
+    # Twilio stamped it by its own clock, ten minutes behind this worker's.
+    twilio_messages.sent[0].at = clock() - timedelta(minutes=10)
+
+    clock.advance(minutes=5)
+    with services.session() as session:
+        outcome = delivery.reconcile_message(
+            session, services.gateway, message_id, clock=services.clock
+        )
+
+    assert outcome == "found"
+    assert len(twilio_messages.sent) == 1
+    assert messages(services)[0].message_sid == twilio_messages.sent[0].sid
+
+
 class _Interrupted:
     """RQ's job timeout going off while the request to Twilio is on the wire."""
 
