@@ -373,6 +373,7 @@ def _send_claimed(
     clock: Clock,
     settings: SendSettings,
 ) -> str:
+    progress = _Progress()
     try:
         outgoing = read()
         if outgoing is None:
@@ -380,16 +381,32 @@ def _send_claimed(
             # the claim back (this worker stalled past the lease).
             session.rollback()
             return "skipped"
-        return _send_read(session, gateway, outgoing, clock=clock, settings=settings)
+        return _send_read(
+            session, gateway, outgoing, clock=clock, settings=settings, progress=progress
+        )
     except Exception:
+        session.rollback()
+        if progress.asked:
+            # Twilio was asked, and may have the text: storing its answer (or the unknown
+            # outcome) failed, to a dropped connection or RQ's job timeout. Left claimed,
+            # it is settled by its status callback or, after CLAIM_LEASE, by
+            # reconciliation from Twilio's list; a retry now would text the patient twice.
+            log.warning("text %s: outcome not stored; left to reconciliation", message_id)
+            raise
         # Stopped after the claim and before Twilio was asked (a bug, bad data, RQ's job
         # timeout while waiting on a lock): the text goes back to wait for a retry, as a
         # refused send does, and fails visibly once the retries run out; it is neither
         # lost nor offered again and again. (Only this job's own claim: nothing changes if
-        # the claim never happened, or if the send already settled it as unknown.)
-        session.rollback()
+        # the claim never happened.)
         _release_claimed(session, message_id, claimed_at, clock())
         raise
+
+
+@dataclass
+class _Progress:
+    """How far a send got: once Twilio has been asked, the text is never put back."""
+
+    asked: bool = False
 
 
 @dataclass(frozen=True)
@@ -500,6 +517,7 @@ def _send_read(
     *,
     clock: Clock,
     settings: SendSettings,
+    progress: _Progress,
 ) -> str:
     """The gate, Twilio and the answer, for a text claimed and read by this job.
 
@@ -562,6 +580,7 @@ def _send_read(
         body=body,
         status_callback=f"{settings.public_base_url}/twilio/sms/status?m={message.id}",
     )
+    progress.asked = True
     try:
         sent = gateway.send_sms(sms)
     except Exception as exc:
@@ -929,6 +948,9 @@ def _forget(session: Session, message_id: int) -> None:
 def _release_claimed(
     session: Session, message_id: int, claimed_at: datetime, now: datetime
 ) -> None:
+    contact_id = session.scalar(select(Message.contact_id).where(Message.id == message_id))
+    if contact_id is not None:
+        consent.lock_contact(session, contact_id)  # contact, then task, then message
     message = session.scalars(
         select(Message)
         .where(
@@ -940,10 +962,15 @@ def _release_claimed(
         session.rollback()
         return
     message.updated_at = now
-    message.defer_reason = "internal error; see the worker log"
-    if _retry_later(message, now) is None:
-        message.status = "failed"
-    session.commit()
+    if _retry_later(message, now) is not None:
+        message.defer_reason = "internal error; see the worker log"
+        session.commit()
+        return
+    # Out of tries, as a refused send can be: the patient still needs an answer.
+    task = None if message.task_id is None else session.get(Task, message.task_id)
+    if task is not None:
+        mark_call_manually(session, task, now, reason="the text could not be sent")
+    _finish(session, message, "failed", now, reason="gave up: internal error; see the worker log")
 
 
 def _retry_later(message: Message, now: datetime) -> timedelta | None:
@@ -951,7 +978,7 @@ def _retry_later(message: Message, now: datetime) -> timedelta | None:
     call for; returns the pause, or None (changing nothing) once the tries have run out."""
     if message.tries >= MAX_TRIES:
         return None
-    delay = RETRY_DELAYS[min(message.tries, len(RETRY_DELAYS)) - 1]
+    delay = RETRY_DELAYS[min(max(message.tries, 1), len(RETRY_DELAYS)) - 1]
     message.status = "pending"
     message.not_before = now + delay
     message.claimed_at = None
@@ -1421,7 +1448,8 @@ def reconcile_message(
 ) -> str:
     """Settle a send whose answer never came: adopt Twilio's record, or send again.
 
-    Returns found, resend, waiting or skipped.
+    Returns found, resend (after the pause its tries call for), failed (out of tries),
+    waiting or skipped.
     """
     now = clock()
     message = _locked_or_none(session, message_id)
@@ -1468,13 +1496,19 @@ def reconcile_message(
     if now - ended < RECONCILE_GRACE:
         session.rollback()
         return "waiting"
-    message.status = "pending"
-    message.not_before = now
-    message.claimed_at = None
-    message.enqueued_at = None
+    # Never accepted: a try that failed like any other, so the same growing pauses, and
+    # a person calls once they run out (a Twilio answering 500 for an hour would otherwise
+    # be asked again every minute, and the patient never hear from us).
     message.updated_at = now
+    delay = _retry_later(message, now)
+    if delay is None:
+        task = None if message.task_id is None else session.get(Task, message.task_id)
+        if task is not None:
+            mark_call_manually(session, task, now, reason="the text could not be sent")
+        log.warning("text %s: not at the provider, and out of tries", message_id)
+        return _finish(session, message, "failed", now, reason="gave up: never reached Twilio")
     session.commit()
-    log.info("text %s: not at the provider; sending again", message_id)
+    log.info("text %s: not at the provider; sending again in %s", message_id, delay)
     return "resend"
 
 

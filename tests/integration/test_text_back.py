@@ -11,6 +11,7 @@ from flask.testing import FlaskClient
 from redis import Redis
 from rq.timeouts import JobTimeoutException
 from sqlalchemy import select, text
+from sqlalchemy.exc import OperationalError
 
 from telephony_service.domain.statuses import TaskStatus
 from telephony_service.models import (
@@ -403,6 +404,105 @@ def test_it_finds_an_accepted_text_at_twilio_whose_clock_is_minutes_behind_ours(
     assert messages(services)[0].message_sid == twilio_messages.sent[0].sid
 
 
+def _reconcile(services: Services, message_id: int) -> str:
+    with services.session() as session:
+        return delivery.reconcile_message(
+            session, services.gateway, message_id, clock=services.clock
+        )
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        JobTimeoutException("Task exceeded maximum timeout value (180 seconds)"),
+        OperationalError("UPDATE messages", {}, Exception("server closed the connection")),
+    ],
+    ids=["rq_job_timeout", "connection_lost"],
+)
+def test_a_text_twilio_accepted_is_never_resent_when_its_answer_could_not_be_stored(
+    services: Services,
+    twilio_messages: FakeMessages,
+    clock: FakeClock,
+    monkeypatch: pytest.MonkeyPatch,
+    failure: Exception,
+) -> None:
+    message_id = _pending_text(services)
+
+    def store_fails(*args: object) -> str:
+        raise failure
+
+    with monkeypatch.context() as patched:
+        patched.setattr(delivery, "_forward", store_fails)  # just after Twilio answered
+        with pytest.raises(type(failure)):
+            _send(services, message_id)
+
+    # Left claimed, not put back for a retry: a retry would text the patient twice.
+    assert messages(services)[0].status == "claimed"
+    clock.advance(seconds=2)
+    assert _send(services, message_id) == "skipped"
+    clock.advance(seconds=60)
+    assert _reconcile(services, message_id) == "found"
+    [message] = messages(services)
+    assert message.message_sid == twilio_messages.sent[0].sid
+    assert len(twilio_messages.sent) == 1
+    assert _sent_today(services) == 1
+
+
+def test_an_unknown_outcome_that_could_not_be_stored_is_looked_up_not_resent(
+    services: Services,
+    twilio_messages: FakeMessages,
+    clock: FakeClock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    message_id = _pending_text(services)
+    twilio_messages.faults.append(("accept_then_drop",))
+
+    def store_fails(*args: object) -> str:
+        raise OperationalError("UPDATE messages", {}, Exception("server closed the connection"))
+
+    with monkeypatch.context() as patched:
+        patched.setattr(delivery, "_failed_send", store_fails)
+        with pytest.raises(OperationalError):
+            _send(services, message_id)
+
+    assert messages(services)[0].status == "claimed"
+    clock.advance(seconds=2)
+    assert _send(services, message_id) == "skipped"
+    clock.advance(seconds=60)
+    assert _reconcile(services, message_id) == "found"
+    assert len(twilio_messages.sent) == 1
+
+
+def test_it_hands_the_task_to_a_person_when_the_last_try_ends_in_an_internal_error(
+    services: Services,
+    twilio_messages: FakeMessages,
+    clock: FakeClock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    message_id = _pending_text(services)
+    twilio_messages.faults.extend([("error", 429, 20429)] * len(delivery.RETRY_DELAYS))
+    for delay in delivery.RETRY_DELAYS:
+        assert _send(services, message_id) == "retry"
+        clock.advance(seconds=delay.total_seconds())
+
+    def timed_out(*args: object, **kwargs: object) -> None:
+        raise JobTimeoutException("Task exceeded maximum timeout value (180 seconds)")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(delivery.compliance, "evaluate", timed_out)
+        with pytest.raises(JobTimeoutException):
+            _send(services, message_id)
+
+    [message] = messages(services)
+    assert (message.status, message.tries) == ("failed", delivery.MAX_TRIES)
+    assert twilio_messages.sent == []
+    with services.session() as session:
+        task = session.get_one(Task, message.task_id)
+        assert (task.flag, task.next_action) == ("sms_undeliverable", "call_manually")
+        kinds = session.scalars(select(TaskEvent.kind).where(TaskEvent.task_id == task.id))
+        assert {"call_manually", "text_failed"} <= set(kinds)
+
+
 class _Interrupted:
     """RQ's job timeout going off while the request to Twilio is on the wire."""
 
@@ -429,6 +529,7 @@ def test_a_send_interrupted_mid_request_is_reconciled_not_lost(
     clock.advance(seconds=65)
     schedule_once(services)
     run_jobs(services, worker_redis)  # reconcile: not at Twilio, so back to pending
+    clock.advance(seconds=2)  # the pause after a first try
     schedule_once(services)
     run_jobs(services, worker_redis)
     assert len(twilio_messages.sent) == 1
@@ -524,6 +625,7 @@ def test_it_sends_nothing_for_an_unknown_text_twilio_never_took_after_an_opt_out
     clock.advance(seconds=65)
     schedule_once(services)
     run_jobs(services, worker_redis)  # reconcile: not at Twilio, so back to pending
+    clock.advance(seconds=2)
     schedule_once(services)
     run_jobs(services, worker_redis)  # the send's own check: the opt-out stopped its cadence
 
@@ -555,6 +657,8 @@ def test_it_resends_a_timeout_twilio_never_accepted(
     clock.advance(seconds=60)
     schedule_once(services)
     run_jobs(services, worker_redis)  # reconcile: not found → pending again
+    assert twilio_messages.sent == []  # after the pause a first failed try calls for
+    clock.advance(seconds=2)
     schedule_once(services)
     run_jobs(services, worker_redis)
 
@@ -593,6 +697,7 @@ def test_it_resends_for_a_worker_killed_before_twilio_accepted(
     clock.advance(seconds=90)
     schedule_once(services)
     run_jobs(services, worker_redis)  # reconcile: not at Twilio, past the grace period
+    clock.advance(seconds=2)
     schedule_once(services)
     run_jobs(services, worker_redis)
 
@@ -807,6 +912,7 @@ def test_it_does_not_send_when_reconciliation_took_a_stalled_claim_back(
             delivery.reconcile_message(session, services.gateway, message_id, clock=clock)
             == "resend"
         )
+    clock.advance(seconds=2)
     assert _send(services, message_id) == "sent"
     # The stalled worker wakes up (its claim was committed on its own: SQLite, or a sender
     # rate between claim and send): its claim is gone, so it reads nothing to send.

@@ -6,6 +6,7 @@ Real database and Redis; Twilio's Messages API faked at the HTTP layer (twilio_m
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -16,6 +17,7 @@ from sqlalchemy import select
 
 from telephony_service.domain.statuses import TaskStatus, is_open
 from telephony_service.models import ConsentChange, Contact, FollowUp, Message, Task, TaskEvent
+from telephony_service.services import delivery
 from telephony_service.wiring import Services
 from tests.conftest import ACCOUNT_SID, FakeClock
 from tests.helpers import BEN, RIVERSIDE_NUMBER, make_practice, post_twilio, run_jobs
@@ -120,6 +122,41 @@ def _another_text_back(services: Services) -> int:
 
 
 # --- refused at once -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "fault", [("error", 500, 20500), ("error", 502, None), ("timeout",)], ids=str
+)
+def test_it_gives_up_on_sends_whose_outcome_stays_unknown_and_a_person_calls(
+    services: Services,
+    twilio_messages: FakeMessages,
+    clock: FakeClock,
+    worker_redis: Redis,
+    fault: tuple[object, ...],
+) -> None:
+    """Twilio answering 500s (or nothing) for an hour: each try is looked up before the
+    next, the pauses grow, and when the tries run out a person calls."""
+    message_id = _pending_text(services)
+    twilio_messages.faults.extend([fault] * 50)
+    assert _send(services, message_id) == "unknown"
+
+    posts_at = []
+    for _ in range(120):
+        clock.advance(seconds=30)
+        before = twilio_messages.posts
+        schedule_once(services)
+        run_jobs(services, worker_redis)
+        if twilio_messages.posts > before:
+            posts_at.append(clock.now)
+
+    assert twilio_messages.posts == delivery.MAX_TRIES
+    gaps = [later - earlier for earlier, later in itertools.pairwise(posts_at)]
+    assert gaps == sorted(gaps) and gaps[-1] >= timedelta(minutes=20)
+    state = _state(services, message_id)
+    assert (state.message.status, state.message.tries) == ("failed", delivery.MAX_TRIES)
+    assert twilio_messages.sent == []
+    assert state.task.next_action == "call_manually"
+    assert state.line("call_manually").text == "the text could not be sent"
 
 
 @pytest.mark.parametrize("code", [21614, 21211], ids=["not_a_mobile", "invalid_number"])
