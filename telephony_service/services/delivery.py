@@ -1385,6 +1385,9 @@ def apply_status(session: Session, params: dict[str, Any], at: datetime) -> None
     """A delivery status callback, in whatever order they come."""
     sid = params.get("MessageSid") or params.get("SmsSid")
     reported = (params.get("MessageStatus") or params.get("SmsStatus") or "").lower()
+    # Some of its parts reached the phone: for us (a thread begun, the caps) it was
+    # delivered.
+    reported = {"partially_delivered": "delivered"}.get(reported, reported)
     if reported not in _RANK:
         return
     found = None
@@ -1408,8 +1411,14 @@ def apply_status(session: Session, params: dict[str, Any], at: datetime) -> None
         return
     # The same lock order as a send (contact, then message): a callback that arrives while
     # its send is still storing Twilio's answer waits for it, then moves the status on.
-    locked(session, Contact, found.contact_id)
+    contact = locked(session, Contact, found.contact_id)
     message = locked(session, Message, found.id)
+    if message.message_sid not in (None, sid):
+        # Sent again since (reconciliation did not find the first send at Twilio), and the
+        # new send stored its sid while we waited for the lock: this callback is the first
+        # send's, and says nothing of the text's current send.
+        log.info("text %s: status callback for an earlier send of it: ignored", message.id)
+        return
     if message.message_sid is None:
         # The callback beat our own record of the send (or the send's answer was lost):
         # either way Twilio has it, which settles an unknown outcome.
@@ -1431,8 +1440,13 @@ def apply_status(session: Session, params: dict[str, Any], at: datetime) -> None
                     data={"message_id": message.id, "code": code},
                 )
             )
+        if code == OPTED_OUT_CODE:
+            # Reported after the send (a Messaging Service reports it so): the carrier
+            # knows the patient said STOP, as when the send itself is refused with it.
+            consent.opt_out(
+                session, contact, at=at, source="carrier_21610", task_id=message.task_id
+            )
         if code in UNDELIVERABLE_CODES:
-            contact = session.get_one(Contact, message.contact_id)
             if code in LANDLINE_CODES:
                 contact.sms_undeliverable_at = at
             if message.task_id is not None:

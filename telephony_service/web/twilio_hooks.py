@@ -116,7 +116,7 @@ def voice_transcription() -> Response:
 
 # Twilio posts one status callback per step (queued, sent, delivered …), all with the
 # same MessageSid; the status is part of what makes a callback a duplicate.
-MESSAGE_STATUS = re.compile(r"^[a-z-]{1,20}$")
+MESSAGE_STATUS = re.compile(r"^[a-z_-]{1,32}$")  # "partially_delivered"
 
 
 @bp.post("/sms/status")

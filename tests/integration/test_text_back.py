@@ -948,6 +948,52 @@ def test_it_keeps_a_delivery_callback_that_races_the_sends_own_commit(
     assert (message.message_sid, message.status) == (sid, "delivered")
 
 
+def test_a_callback_for_an_earlier_send_of_a_text_leaves_its_resend_alone(
+    services: Services,
+    twilio_messages: FakeMessages,
+    clock: FakeClock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Twilio's list lagged, so reconciliation sent the text again; the first send's
+    "undelivered" arrives while the second is on the wire, and waits for its lock."""
+    message_id = _pending_text(services)
+    twilio_messages.faults.append(("accept_then_drop",))
+    assert _send(services, message_id) == "unknown"
+    first = twilio_messages.sent[0].sid
+    clock.advance(seconds=31)
+    with monkeypatch.context() as patched:
+        patched.setattr(services.gateway, "list_messages", lambda **kwargs: [])
+        assert _reconcile(services, message_id) == "resend"
+    applied = threading.Event()
+
+    def first_sends_callback_during_the_resend() -> None:
+        def apply() -> None:
+            params = {
+                "MessageSid": first,
+                "MessageStatus": "undelivered",
+                "ErrorCode": "30003",
+                "m": str(message_id),
+            }
+            with services.session() as session:
+                delivery.apply_status(session, params, clock())
+                session.commit()
+            applied.set()
+
+        threading.Thread(target=apply).start()
+        assert not applied.wait(0.3)  # it waits on the contact's lock
+
+    twilio_messages.on_create = first_sends_callback_during_the_resend
+    clock.advance(seconds=2)
+    assert _send(services, message_id) == "sent"
+    assert applied.wait(5)
+
+    [message] = messages(services)
+    second = twilio_messages.sent[1].sid
+    assert (message.message_sid, message.status, message.error_code) == (second, "queued", None)
+    with services.session() as session:
+        assert session.get_one(Task, message.task_id).next_action != "call_manually"
+
+
 def test_it_settles_an_unknown_send_from_an_early_status_callback(
     services: Services, client: FlaskClient, twilio_messages: FakeMessages, clock: FakeClock
 ) -> None:

@@ -376,6 +376,37 @@ def test_it_moves_the_task_to_call_manually_on_a_landline(
     assert messages(services)[0].status == "undelivered"
 
 
+def test_it_opts_the_patient_out_on_a_21610_status_callback(
+    services: Services, client: FlaskClient, worker_redis: Redis, twilio_messages: FakeMessages
+) -> None:
+    """Twilio may report 21610 after the send (a Messaging Service does): the carrier
+    knows the patient said STOP, as when the send itself is refused with it."""
+    message = _missed_call_with_text(services, client, worker_redis)
+    _status(client, message, "failed", code="21610")
+    run_jobs(services, worker_redis)
+
+    assert _contact(services).opted_out_at is not None
+    [task] = tasks_of(services)
+    assert task.cadence_stopped_at is not None
+    with services.session() as session:
+        [change] = session.scalars(select(ConsentChange)).all()
+        assert (change.source, change.task_id) == ("carrier_21610", task.id)
+    assert (messages(services)[0].status, messages(services)[0].error_code) == ("failed", 21610)
+
+
+def test_it_takes_every_status_twilio_reports(
+    services: Services, client: FlaskClient, worker_redis: Redis, twilio_messages: FakeMessages
+) -> None:
+    message = _missed_call_with_text(services, client, worker_redis)
+    _status(client, message, "partially_delivered")
+    _status(client, message, "sent")
+    run_jobs(services, worker_redis)
+    assert messages(services)[0].status == "delivered"
+    _status(client, message, "read")
+    run_jobs(services, worker_redis)
+    assert messages(services)[0].status == "read"
+
+
 def test_it_rejects_an_unsigned_sms_webhook(services: Services, client: FlaskClient) -> None:
     make_practice(services)
     response = client.post(
