@@ -17,6 +17,7 @@ from telephony_service.db import make_engine, make_session_factory
 from telephony_service.gateways import TelephonyGateway, build_gateway
 from telephony_service.services.delivery import SendSettings
 from telephony_service.settings import Settings
+from telephony_service.wording import check_sms_templates
 from telephony_service.workqueue import Dispatcher, WorkQueue, connect_redis
 
 log = logging.getLogger(__name__)
@@ -77,6 +78,8 @@ def build_services(settings: Settings, *, clock: Clock = system_clock) -> Servic
         raise RuntimeError(
             "REDIS_URL is unset; `telephony run` starts an embedded Redis for development"
         )
+    # Refused at start, loudly, rather than at a patient's first text.
+    check_sms_templates()
     engine = make_engine(settings.database_url)
     redis = connect_redis(settings.redis_url, settings.enqueue_timeout)
     work = WorkQueue(redis)

@@ -15,7 +15,7 @@ from jinja2 import (
     meta,
 )
 
-from telephony_service.domain.phi import lint_template
+from telephony_service.domain.phi import find_clinical_terms, lint_template
 from telephony_service.domain.segments import count_segments, normalise_text
 from telephony_service.settings import PROJECT_ROOT
 
@@ -27,6 +27,10 @@ MAX_SEGMENTS = 2
 
 class TemplateTooLong(ValueError):
     pass
+
+
+class TemplateRejected(ValueError):
+    """An SMS template that breaks the content rules: nothing is rendered from it."""
 
 
 @dataclass(frozen=True)
@@ -66,6 +70,7 @@ def render_sms(name: str, **context: Any) -> RenderedSms:
     values = {
         key: _clean(value) if isinstance(value, str) else value for key, value in context.items()
     }
+    check_sms_templates()
     body = _clean(_template(f"sms/{name}.txt").render(**values))
     counted = count_segments(body)
     if counted.segments > MAX_SEGMENTS:
@@ -79,6 +84,7 @@ def render_sms(name: str, **context: Any) -> RenderedSms:
 @functools.cache
 def opt_out_line() -> str:
     """The opt-out wording the first text of a thread ends with (sms/_stop.txt)."""
+    check_sms_templates()
     return _clean(_template("sms/_stop.txt").render(first_text=True))
 
 
@@ -102,3 +108,22 @@ def lint_sms_template(source: str) -> list[str]:
     except TemplateSyntaxError as exc:
         return [f"line {exc.lineno}: {exc.message}"]
     return lint_template(source, variables)
+
+
+@functools.cache
+def check_sms_templates() -> None:
+    """Every SMS template, and every piece they share, passes the PHI lint, or no text is
+    rendered (each process checks once, at start and before its first text): an edited
+    file that names a diagnosis or a task's reason must never reach a patient.
+    """
+    problems = []
+    for path in sorted((TEMPLATE_DIR / "sms").glob("*.txt")):
+        source = path.read_text(encoding="utf-8")
+        found = (
+            [f'"{term}" is clinical detail' for term in find_clinical_terms(source)]
+            if path.name.startswith("_")
+            else lint_sms_template(source)
+        )
+        problems += [f"sms/{path.name}: {problem}" for problem in found]
+    if problems:
+        raise TemplateRejected("; ".join(problems))

@@ -237,3 +237,26 @@ def test_a_thread_text_with_the_opt_out_line_added_reads_as_the_template_renders
     assert wording.opt_out_line() == "Reply STOP to opt out."
     assert wording.opt_out_line() not in ongoing
     assert wording.with_opt_out_line(ongoing) == opening
+
+
+def test_it_refuses_to_render_any_text_while_a_template_carries_clinical_detail(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An edited template file is linted before any text is rendered (and when the web and
+    worker processes start), not only by this suite."""
+    (tmp_path / "sms").mkdir()
+    for path in SMS_DIR.glob("*.txt"):
+        (tmp_path / "sms" / path.name).write_text(path.read_text())
+    edited = tmp_path / "sms" / "text_back.txt"
+    edited.write_text(edited.read_text().replace("{{ practice }}", "{{ practice }} (biopsy)", 1))
+    monkeypatch.setattr(wording, "TEMPLATE_DIR", tmp_path)
+    wording.check_sms_templates.cache_clear()
+    try:
+        with pytest.raises(wording.TemplateRejected, match=r'sms/text_back\.txt: "biopsy"'):
+            render_sms("help_reply", practice="Riverside Family Medicine", number="(617) 555-0100")
+        (tmp_path / "sms" / "_stop.txt").write_text("Reply STOP to end chemotherapy texts.")
+        edited.write_text(SMS_DIR.joinpath("text_back.txt").read_text())
+        with pytest.raises(wording.TemplateRejected, match=r'sms/_stop\.txt: "chemotherapy"'):
+            wording.check_sms_templates()
+    finally:
+        wording.check_sms_templates.cache_clear()
