@@ -75,6 +75,9 @@ class History:
     automated_texts: Sequence[datetime]
     # Automated and manual texts since midnight in the practice's own zone.
     practice_sent_today: int
+    # The practice's other texts on the wire (other workers' sends, or outcomes unknown):
+    # each may yet count against the day.
+    practice_in_flight: int = 0
 
 
 @dataclass(frozen=True)
@@ -118,6 +121,9 @@ AUTOMATED_TEXTS_PER_DAY = 1
 AUTOMATED_TEXTS_PER_WEEK = 3
 _DAY = timedelta(hours=24)
 _WEEK = timedelta(days=7)
+# A text that would pass the daily cap only if the practice's texts on the wire fail waits
+# this long (then to the whole minute) for them to settle.
+IN_FLIGHT_WAIT = timedelta(seconds=30)
 
 # How far ahead a window is searched for; a policy closed for longer than this is a Block.
 SEARCH_DAYS = 14
@@ -481,6 +487,14 @@ def evaluate(
         # The count is the practice's since its own midnight, so it is only known to be back
         # under the cap once that day is over.
         checks.append(("practice_cap", _at_least(_next_midnight(now, policy.practice_timezone))))
+    elif (
+        texting
+        and cap is not None
+        and history.practice_sent_today + history.practice_in_flight >= cap
+    ):
+        # The last texts under the cap are on the wire: once they settle, this one either
+        # fits or waits for the next day.
+        checks.append(("practice_cap_in_flight", _at_least(now + IN_FLIGHT_WAIT)))
 
     until, moved_by = _settle(now, checks, round_always=False)
     if until is None:
@@ -493,6 +507,7 @@ def evaluate(
         "automated_day": f"{AUTOMATED_TEXTS_PER_DAY} automated text in 24 h",
         "automated_week": f"{AUTOMATED_TEXTS_PER_WEEK} automated texts in 7 days",
         "practice_cap": f"daily send cap reached ({cap} texts a day)",
+        "practice_cap_in_flight": f"the last texts under the daily send cap ({cap}) are being sent",
     }
     parts = [
         window.describe(rejected_at, until) if name == "window" else reasons[name]

@@ -491,6 +491,14 @@ class Message(Base):
             postgresql_where=text("status IN ('pending', 'claimed', 'unknown')"),
             sqlite_where=text("status IN ('pending', 'claimed', 'unknown')"),
         ),
+        # The daily cap counts the practice's texts other workers have on the wire.
+        Index(
+            "ix_messages_in_flight",
+            "practice_id",
+            "claimed_at",
+            postgresql_where=text("status IN ('claimed', 'unknown')"),
+            sqlite_where=text("status IN ('claimed', 'unknown')"),
+        ),
         # The gate counts a contact's recent texts on every send.
         Index("ix_messages_contact_created", "contact_id", "created_at"),
         Index("ix_messages_task", "task_id"),

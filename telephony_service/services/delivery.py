@@ -430,7 +430,7 @@ def _claim_and_read(session: Session, message_id: int, now: datetime) -> _Read |
     Inside explicit_transactions: the "BEGIN" here opens the send's transaction.
     """
     utc_day = now.astimezone(UTC).date()
-    _, claimed, _, _, locked_contact, owned_rows, history_rows, day_counts = pipelined(
+    _, claimed, _, _, locked_contact, owned_rows, history_rows, day_counts, in_flight = pipelined(
         session,
         [
             # A transaction of its own, explicitly: a pipeline's statements up to its end
@@ -451,6 +451,7 @@ def _claim_and_read(session: Session, message_id: int, now: datetime) -> _Read |
                     "last_day": utc_day + timedelta(days=1),
                 },
             ),
+            (_in_flight_statement(True), _in_flight_params(None, message_id, now)),
         ],
     )
     owned = _owned(owned_rows)
@@ -465,7 +466,7 @@ def _claim_and_read(session: Session, message_id: int, now: datetime) -> _Read |
         message=message,
         task=task,
         practice=practice,
-        history=_history_from(history_rows, now, sent_today),
+        history=_history_from(history_rows, now, sent_today, in_flight[0][0]),
         now=now,
     )
 
@@ -478,20 +479,28 @@ def _read_claimed(
     own_params = {"message_id": message_id, "claim": claimed_at, "now": now}
     history_params = _history_params(practice, claim.contact_id, message_id, now)
     history_rows: Sequence[Any]
+    in_flight = 0
     if _dialect(session) == "postgresql":
-        locked_contact, owned_rows, history_rows = pipelined(
+        locked_contact, owned_rows, history_rows, in_flight_rows = pipelined(
             session,
             [
                 (_recipient_statement(True, False), {"contact_id": claim.contact_id}),
                 (_own_statement(postgres=True), own_params),
                 (_history_statement(True, False), history_params),
+                (
+                    _in_flight_statement(False),
+                    _in_flight_params(claim.practice_id, message_id, claimed_at),
+                ),
             ],
         )
         owned = _owned(owned_rows)
         if owned is None:
             return None
         contact = _recipient_of(locked_contact[0])
+        in_flight = in_flight_rows[0][0]
     else:
+        # (SQLite: this send holds the one write lock until its outcome is stored, so no
+        # other text of the practice is on the wire meanwhile.)
         # The conditional write takes SQLite's one write lock first: the contact and the
         # history read after it cannot change until this send's outcome is stored.
         owned = _owned(session.execute(_own_statement(postgres=False), own_params).all())
@@ -505,7 +514,7 @@ def _read_claimed(
         message=message,
         task=task,
         practice=practice,
-        history=_history_from(history_rows, now),
+        history=_history_from(history_rows, now, in_flight=in_flight),
         now=now,
     )
 
@@ -1151,7 +1160,9 @@ def _history_params(
     return params
 
 
-def _history_from(rows: Sequence[Any], now: datetime, sent_today: int = 0) -> compliance.History:
+def _history_from(
+    rows: Sequence[Any], now: datetime, sent_today: int = 0, in_flight: int = 0
+) -> compliance.History:
     day_ago = now - timedelta(days=1)
     attempts: list[datetime] = []
     automated: list[datetime] = []
@@ -1168,8 +1179,35 @@ def _history_from(rows: Sequence[Any], now: datetime, sent_today: int = 0) -> co
         if kind == "automated":
             automated.append(at)
     return compliance.History(
-        attempts=attempts, automated_texts=automated, practice_sent_today=sent_today
+        attempts=attempts,
+        automated_texts=automated,
+        practice_sent_today=sent_today,
+        practice_in_flight=in_flight,
     )
+
+
+@functools.cache
+def _in_flight_statement(by_message: bool) -> Any:
+    """How many other texts of the practice (of "message_id", or "practice_id") are on
+    the wire: claimed, or their outcome unknown (for a day at most). Each claim commits
+    before its send reads this, so of two workers sending at once the later reader always
+    sees the other (both may, and both wait: the safe side of a cap). By
+    ix_messages_in_flight: a few rows, whatever the backlog."""
+    messages = table(Message)
+    return select(func.count()).where(
+        messages.c.practice_id == _of_message("practice_id", by_message),
+        messages.c.status.in_(("claimed", "unknown")),
+        messages.c.claimed_at > bindparam("day_ago", type_=messages.c.claimed_at.type),
+        messages.c.kind != "reply",
+        messages.c.id != bindparam("message_id"),
+    )
+
+
+def _in_flight_params(practice_id: int | None, message_id: int, now: datetime) -> dict[str, Any]:
+    params: dict[str, Any] = {"message_id": message_id, "day_ago": now - timedelta(days=1)}
+    if practice_id is not None:
+        params["practice_id"] = practice_id
+    return params
 
 
 @functools.cache

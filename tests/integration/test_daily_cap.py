@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, date, datetime
 from zoneinfo import ZoneInfo
 
@@ -83,3 +84,40 @@ def test_it_keeps_each_practices_count_apart(
     assert _send(services, text_back_due(services, harbor.id, CARA)) == "sent"
     assert _counts(services, riverside.id) == {date(2026, 11, 17): 1}
     assert _counts(services, harbor.id) == {date(2026, 11, 17): 2}
+
+
+def test_two_workers_sending_at_once_never_pass_the_cap_together(
+    services: Services, twilio_messages: FakeMessages, clock: FakeClock
+) -> None:
+    practice = make_practice(services)
+    with services.session() as session:
+        set_daily_send_cap(session, practice.id, 1)
+        session.commit()
+    first = text_back_due(services, practice.id, ANA)
+    second = text_back_due(services, practice.id, BEN)
+    outcomes: dict[str, str] = {}
+    worker = threading.Thread(target=lambda: outcomes.update(second=_send(services, second)))
+
+    def second_worker_sends_meanwhile() -> None:
+        # The first worker passed the gate and is waiting for Twilio's answer. (SQLite: the
+        # second waits for the first's write lock, so it runs after it.)
+        twilio_messages.on_create = None
+        worker.start()
+        worker.join(timeout=1)
+
+    twilio_messages.on_create = second_worker_sends_meanwhile
+    outcomes["first"] = _send(services, first)
+    worker.join(timeout=30)
+
+    assert outcomes == {"first": "sent", "second": "deferred"}
+    assert len(twilio_messages.sent) == 1
+    with services.session() as session:
+        reason = session.get_one(Message, second).defer_reason
+    if services.engine.dialect.name == "postgresql":
+        assert reason == "the last texts under the daily send cap (1) are being sent"
+        # Once the first has settled the second waits for the practice's next day.
+        clock.advance(minutes=1)
+        assert _send(services, second) == "deferred"
+        with services.session() as session:
+            reason = session.get_one(Message, second).defer_reason
+    assert reason is not None and reason.startswith("daily send cap reached (1 texts a day)")

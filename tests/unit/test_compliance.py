@@ -74,9 +74,13 @@ def history(
     attempts: Sequence[datetime] = (),
     automated_texts: Sequence[datetime] = (),
     practice_sent_today: int = 0,
+    practice_in_flight: int = 0,
 ) -> History:
     return History(
-        attempts=attempts, automated_texts=automated_texts, practice_sent_today=practice_sent_today
+        attempts=attempts,
+        automated_texts=automated_texts,
+        practice_sent_today=practice_sent_today,
+        practice_in_flight=practice_in_flight,
     )
 
 
@@ -558,6 +562,28 @@ def test_it_defers_at_the_practice_cap_until_midnight_where_the_practice_is() ->
         )
         == Allowed()
     )
+
+
+def test_it_waits_for_the_practices_texts_on_the_wire_before_the_last_under_the_cap() -> None:
+    """Another worker's text may be the 100th: this one waits for it to settle, briefly,
+    rather than both going (101) or this one waiting for midnight (it may yet fit)."""
+    rules = policy(practice_timezone="America/New_York", daily_send_cap=100)
+    who = contact(NY_PATIENT)
+    now = local(NEW_YORK, 2026, 1, 12, 15, 0, 10)
+
+    waiting = gate(
+        now, who, past=history(practice_sent_today=99, practice_in_flight=1), rules=rules
+    )
+
+    assert waiting == Defer(
+        until=local(NEW_YORK, 2026, 1, 12, 15, 1),
+        reason="the last texts under the daily send cap (100) are being sent",
+    )
+    assert gate(
+        now, who, past=history(practice_sent_today=98, practice_in_flight=1), rules=rules
+    ) == (Allowed())
+    over = gate(now, who, past=history(practice_sent_today=100, practice_in_flight=3), rules=rules)
+    assert deferred_until(over) == local(NEW_YORK, 2026, 1, 13, 8, 0)
 
 
 def test_it_finds_practice_midnight_on_days_the_clocks_change_at_midnight() -> None:
