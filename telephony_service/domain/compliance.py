@@ -439,7 +439,10 @@ def evaluate(
     contact: ContactFacts,
     history: History,
     policy: Policy,
+    in_flight_wait: timedelta = IN_FLIGHT_WAIT,
 ) -> Decision:
+    """Whether the text or call may go now. `in_flight_wait`: how long a text waits for
+    the practice's texts on the wire that may take its place under the daily cap."""
     _require_aware(now, "now")
     for at in (*history.attempts, *history.automated_texts):
         _require_aware(at, "history entry")
@@ -494,7 +497,7 @@ def evaluate(
     ):
         # The last texts under the cap are on the wire: once they settle, this one either
         # fits or waits for the next day.
-        checks.append(("practice_cap_in_flight", _at_least(now + IN_FLIGHT_WAIT)))
+        checks.append(("practice_cap_in_flight", _at_least(now + in_flight_wait)))
 
     until, moved_by = _settle(now, checks, round_always=False)
     if until is None:

@@ -90,7 +90,9 @@ def find_clinical_terms(text: str) -> list[str]:
     return found
 
 
-def lint_template(source: str, variables: Iterable[str]) -> list[str]:
+def lint_template(source: str, variables: Iterable[str], *, whole_text: bool = True) -> list[str]:
+    """What a text template must not do. `whole_text` False: a piece other templates
+    include (it need not name the practice; the text around it does)."""
     used = set(variables)
     problems: list[str] = []
     for name in sorted(used - ALLOWED_VARIABLES):
@@ -104,7 +106,7 @@ def lint_template(source: str, variables: Iterable[str]) -> list[str]:
                 f"{{{{ {name} }}}} is not allowed: a text may use only "
                 + ", ".join(f"{{{{ {allowed} }}}}" for allowed in sorted(ALLOWED_VARIABLES))
             )
-    if "practice" not in used:
+    if whole_text and "practice" not in used:
         problems.append("the text does not say who it is from: add {{ practice }}")
     for term in find_clinical_terms(source):
         problems.append(f'"{term}" is clinical detail, which a text must not carry')

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from datetime import UTC, date, datetime, time, timedelta
@@ -431,7 +432,7 @@ def _claim_and_read(session: Session, message_id: int, now: datetime) -> _Read |
     Inside explicit_transactions: the "BEGIN" here opens the send's transaction.
     """
     utc_day = now.astimezone(UTC).date()
-    _, claimed, _, _, locked_contact, owned_rows, history_rows, day_counts, in_flight = pipelined(
+    _, claimed, _, _, locked_contact, owned_rows, history_rows, in_flight, day_counts = pipelined(
         session,
         [
             # A transaction of its own, explicitly: a pipeline's statements up to its end
@@ -443,6 +444,10 @@ def _claim_and_read(session: Session, message_id: int, now: datetime) -> _Read |
             (_recipient_statement(True, True), {"message_id": message_id}),
             (_own_statement(postgres=True), {"message_id": message_id, "claim": now}),
             (_history_statement(True, True), _history_params(None, None, message_id, now)),
+            # The texts on the wire before the day's count: one that settles between the two
+            # reads is then counted twice, never missed (each statement sees the commits
+            # made before it ran).
+            (_in_flight_statement(True), _in_flight_params(None, message_id, now)),
             (
                 _day_counts_statement(),
                 {
@@ -452,7 +457,6 @@ def _claim_and_read(session: Session, message_id: int, now: datetime) -> _Read |
                     "last_day": utc_day + timedelta(days=1),
                 },
             ),
-            (_in_flight_statement(True), _in_flight_params(None, message_id, now)),
         ],
     )
     owned = _owned(owned_rows)
@@ -480,18 +484,16 @@ def _read_claimed(
     own_params = {"message_id": message_id, "claim": claimed_at, "now": now}
     history_params = _history_params(practice, claim.contact_id, message_id, now)
     history_rows: Sequence[Any]
-    in_flight = 0
+    in_flight_params = _in_flight_params(claim.practice_id, message_id, claimed_at)
     if _dialect(session) == "postgresql":
-        locked_contact, owned_rows, history_rows, in_flight_rows = pipelined(
+        locked_contact, owned_rows, in_flight_rows, history_rows = pipelined(
             session,
             [
                 (_recipient_statement(True, False), {"contact_id": claim.contact_id}),
                 (_own_statement(postgres=True), own_params),
+                # Before the history, which holds the day's count: see _claim_and_read.
+                (_in_flight_statement(False), in_flight_params),
                 (_history_statement(True, False), history_params),
-                (
-                    _in_flight_statement(False),
-                    _in_flight_params(claim.practice_id, message_id, claimed_at),
-                ),
             ],
         )
         owned = _owned(owned_rows)
@@ -500,14 +502,15 @@ def _read_claimed(
         contact = _recipient_of(locked_contact[0])
         in_flight = in_flight_rows[0][0]
     else:
-        # (SQLite: this send holds the one write lock until its outcome is stored, so no
-        # other text of the practice is on the wire meanwhile.)
         # The conditional write takes SQLite's one write lock first: the contact and the
         # history read after it cannot change until this send's outcome is stored.
         owned = _owned(session.execute(_own_statement(postgres=False), own_params).all())
         if owned is None:
             return None
         contact = _recipient(session, claim.contact_id)
+        # No other send is on the wire while this one holds the write lock, but a text
+        # whose outcome was lost may have reached Twilio.
+        in_flight = session.execute(_in_flight_statement(False), in_flight_params).scalar_one()
         history_rows = session.execute(_history_statement(True, False), history_params).all()
     message, task = owned
     return _Read(
@@ -565,6 +568,7 @@ def _send_read(
         ),
         history=read.history,
         policy=policy_for(practice),
+        in_flight_wait=_in_flight_wait(),
     )
     if isinstance(decision, compliance.Block):
         return _finish(session, _entity(session, message), "blocked", now, reason=decision.reason)
@@ -1190,6 +1194,13 @@ def _history_from(
 _IN_FLIGHT_SQL = "messages.status IN ('claimed', 'unknown')"
 
 
+def _in_flight_wait() -> timedelta:
+    """Two texts that each saw the other on the wire both wait. Waits a whole minute apart
+    (a deferral is rounded up to the minute) let one's next try find the other settled,
+    instead of the two meeting again and again."""
+    return compliance.IN_FLIGHT_WAIT + timedelta(minutes=secrets.randbelow(3))
+
+
 @functools.cache
 def _in_flight_statement(by_message: bool) -> Any:
     """How many other texts of the practice (of "message_id", or "practice_id") are on
@@ -1515,14 +1526,16 @@ def reconcile_message(
         session.rollback()
         return "skipped"
     claimed = message.claimed_at or message.updated_at
+    contact_id, to, from_ = message.contact_id, message.to_number, message.from_number
     session.commit()  # no lock held across the HTTP request
     try:
-        records = gateway.list_messages(
-            to=message.to_number, from_=message.from_number, sent_after=claimed - CLOCK_SKEW
-        )
+        records = gateway.list_messages(to=to, from_=from_, sent_after=claimed - CLOCK_SKEW)
     except GatewayError as exc:
         log.warning("text %s: could not list messages (%s)", message_id, exc.message)
         return "waiting"
+    # Contact, then message, as everywhere: giving up moves the task to call manually,
+    # which cancels its other unsent texts, as an opt-out (holding the contact) may be.
+    consent.lock_contact(session, contact_id)
     message = _locked_or_none(session, message_id)
     if message is None or not _needs_reconcile(message, now):
         session.rollback()

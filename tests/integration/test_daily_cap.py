@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
@@ -121,3 +121,15 @@ def test_two_workers_sending_at_once_never_pass_the_cap_together(
         with services.session() as session:
             reason = session.get_one(Message, second).defer_reason
     assert reason is not None and reason.startswith("daily send cap reached (1 texts a day)")
+
+
+def test_texts_that_saw_each_other_on_the_wire_wait_different_minutes() -> None:
+    """Both of two texts that each saw the other wait; were their waits equal they would
+    meet again at the same minute, and again, and the last text under the cap never go."""
+    from telephony_service.services import delivery
+
+    waits = {delivery._in_flight_wait() for _ in range(200)}
+    assert len(waits) > 1
+    assert all(timedelta(seconds=30) <= wait <= timedelta(minutes=3) for wait in waits)
+    minutes = sorted(wait.total_seconds() // 60 for wait in waits)
+    assert minutes == sorted(set(minutes))  # whole minutes apart, past the rounding

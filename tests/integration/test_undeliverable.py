@@ -7,8 +7,10 @@ Real database and Redis; Twilio's Messages API faked at the HTTP layer (twilio_m
 from __future__ import annotations
 
 import itertools
+import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
@@ -157,6 +159,100 @@ def test_it_gives_up_on_sends_whose_outcome_stays_unknown_and_a_person_calls(
     assert twilio_messages.sent == []
     assert state.task.next_action == "call_manually"
     assert state.line("call_manually").text == "the text could not be sent"
+
+
+def test_reconciliation_giving_up_waits_for_an_opt_out_instead_of_deadlocking(
+    services: Services, twilio_messages: FakeMessages, clock: FakeClock
+) -> None:
+    """Giving up hands the task to a person and cancels its other unsent texts; an opt-out
+    (here Twilio's 21610 on an earlier text) cancels the patient's texts and stops the
+    task. Both take the contact first, so one waits for the other."""
+    lost = _pending_text(services)
+    twilio_messages.faults.append(("timeout",))
+    assert _send(services, lost) == "unknown"
+    with services.session() as session:
+        message = session.get_one(Message, lost)
+        message.tries = delivery.MAX_TRIES
+        lost_key = message.dedupe_key
+        fields = {
+            column: getattr(message, column)
+            for column in ("practice_id", "task_id", "contact_id", "purpose", "to_number")
+        } | {"from_number": message.from_number, "segments": 1, "created_at": clock()}
+        earlier = Message(
+            **fields,
+            dedupe_key="earlier",
+            kind="automated",
+            body="an earlier text",
+            status="sent",
+            message_sid="SM" + "e" * 32,
+            sent_at=clock(),
+            not_before=clock(),
+            updated_at=clock(),
+        )
+        waiting = Message(
+            **fields,
+            dedupe_key="manual",
+            kind="manual",
+            body="an agent's text, waiting for the morning",
+            status="pending",
+            not_before=clock() + timedelta(hours=2),
+            updated_at=clock(),
+        )
+        session.add_all([earlier, waiting])
+        session.commit()
+        earlier_id = earlier.id
+    clock.advance(seconds=61)
+    giving_up, opted_out = threading.Event(), threading.Event()
+    errors: list[BaseException] = []
+
+    def reconcile() -> None:
+        try:
+            with services.session() as session:
+                real = delivery.mark_call_manually
+
+                def slow_mark(*args: Any, **kwargs: Any) -> None:
+                    giving_up.set()
+                    assert not opted_out.wait(0.5)  # the opt-out waits for us
+                    real(*args, **kwargs)
+
+                with pytest.MonkeyPatch.context() as patched:
+                    patched.setattr(delivery, "mark_call_manually", slow_mark)
+                    delivery.reconcile_message(session, services.gateway, lost, clock=clock)
+        except BaseException as exc:
+            errors.append(exc)
+
+    def carrier_opt_out() -> None:
+        params = {
+            "MessageSid": "SM" + "e" * 32,
+            "MessageStatus": "failed",
+            "ErrorCode": "21610",
+            "m": str(earlier_id),
+        }
+        try:
+            with services.session() as session:
+                delivery.apply_status(session, params, clock())
+                session.commit()
+            opted_out.set()
+        except BaseException as exc:
+            errors.append(exc)
+
+    reconciler = threading.Thread(target=reconcile)
+    reconciler.start()
+    assert giving_up.wait(10)
+    opt_out = threading.Thread(target=carrier_opt_out)
+    opt_out.start()
+    reconciler.join(20)
+    opt_out.join(20)
+
+    assert errors == []
+    with services.session() as session:
+        statuses = {
+            key: status
+            for key, status in session.execute(select(Message.dedupe_key, Message.status))
+        }
+        contact = session.scalars(select(Contact)).one()
+    assert statuses["manual"] == "canceled" and statuses[lost_key] == "failed"
+    assert contact.opted_out_at is not None
 
 
 @pytest.mark.parametrize("code", [21614, 21211], ids=["not_a_mobile", "invalid_number"])

@@ -827,3 +827,19 @@ def test_it_knows_the_clocks_of_every_state() -> None:
     assert set(STATE_ZONES) == set(US_STATES)
     for zones in STATE_ZONES.values():
         assert zones and all(ZoneInfo(zone) for zone in zones)
+
+
+def test_it_waits_as_long_as_it_is_told_for_texts_on_the_wire() -> None:
+    rules = policy(daily_send_cap=1)
+    now = local(NEW_YORK, 2026, 1, 12, 15, 0, 10)
+    for wait, until in ((timedelta(seconds=30), 1), (timedelta(minutes=2, seconds=30), 3)):
+        decision = evaluate(
+            now,
+            channel=Channel.TEXT,
+            purpose=Purpose.AUTOMATED,
+            contact=contact(NY_PATIENT),
+            history=history(practice_in_flight=1),
+            policy=rules,
+            in_flight_wait=wait,
+        )
+        assert deferred_until(decision) == local(NEW_YORK, 2026, 1, 12, 15, until)

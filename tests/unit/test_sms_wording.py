@@ -258,5 +258,9 @@ def test_it_refuses_to_render_any_text_while_a_template_carries_clinical_detail(
         edited.write_text(SMS_DIR.joinpath("text_back.txt").read_text())
         with pytest.raises(wording.TemplateRejected, match=r'sms/_stop\.txt: "chemotherapy"'):
             wording.check_sms_templates()
+        # A shared piece is held to the same variables as the texts that include it.
+        (tmp_path / "sms" / "_stop.txt").write_text("About {{ reason }}: reply STOP to opt out.")
+        with pytest.raises(wording.TemplateRejected, match=r"sms/_stop\.txt: \{\{ reason \}\}"):
+            wording.check_sms_templates()
     finally:
         wording.check_sms_templates.cache_clear()
