@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 from dotenv import load_dotenv
+from sqlalchemy.exc import SQLAlchemyError
 
 from telephony_service.settings import Settings, SettingsError, load_settings
 
@@ -38,7 +39,27 @@ def _fail(exc: Exception) -> click.ClickException:
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-@click.group()
+class _Commands(click.Group):
+    """A database that is down, or not migrated yet, ends a command with a message, not a
+    traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except SQLAlchemyError as exc:
+            raise click.ClickException(_database_error(exc)) from None
+
+
+def _database_error(exc: SQLAlchemyError) -> str:
+    cause = getattr(exc, "orig", None) or exc
+    lines = str(cause).strip().splitlines() or [type(cause).__name__]
+    hint = ""
+    if type(cause).__name__ == "UndefinedTable" or "no such table" in lines[0]:
+        hint = " (run `telephony db upgrade` first)"
+    return f"database error: {type(cause).__name__}: {lines[0]}{hint}"
+
+
+@click.group(cls=_Commands)
 @click.option("-v", "--verbose", is_flag=True, help="Log debug detail.")
 def main(verbose: bool) -> None:
     """Patient callback service."""

@@ -57,7 +57,12 @@ def _template(name: str) -> Template:
 
 
 def render(name: str, **context: Any) -> str:
-    return " ".join(_template(name).render(**context).split())
+    # Values cleaned as a text's are: a control character in a name or a reason would
+    # break the TwiML the wording goes into, and the call with it.
+    values = {
+        key: _clean(value) if isinstance(value, str) else value for key, value in context.items()
+    }
+    return " ".join(_template(name).render(**values).split())
 
 
 def _clean(text: str) -> str:

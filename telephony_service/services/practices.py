@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any, cast
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import event, null, select, update
@@ -31,6 +32,7 @@ from telephony_service.models import ApiKey, Practice, PracticeClosure, User
 from telephony_service.wording import TemplateTooLong, render_sms
 
 ROLES = ("agent", "clinician", "manager")
+MAX_BOOKING_URL = 500  # the column's length
 API_KEY_PREFIX = "tsk_"
 
 
@@ -86,8 +88,9 @@ def add_practice(
     base_url: str | None = None,
 ) -> Practice:
     name = name.strip()
-    if not name or len(name) > 200:
-        raise InvalidInput("the practice name must be 1 to 200 characters")
+    if not name or len(name) > 200 or not name.isprintable():
+        # A control character would also break the greeting's TwiML: every call fails.
+        raise InvalidInput("the practice name must be 1 to 200 printable characters")
     e164 = normalise_phone(number)
     if e164 is None:
         raise InvalidInput(f"{number!r} is not a valid phone number (use E.164, e.g. +14155550123)")
@@ -100,10 +103,12 @@ def add_practice(
     if booking_url is not None and (
         not booking_url.startswith(("https://", "http://"))
         or any(ch.isspace() or not ch.isprintable() for ch in booking_url)
+        or not urlsplit(booking_url).hostname
+        or len(booking_url) > MAX_BOOKING_URL
     ):
         raise InvalidInput(
-            "the booking URL must start with https:// (or http://) and hold no spaces or "
-            "control characters"
+            "the booking URL must start with https:// (or http://) and a host name, hold no "
+            f"spaces or control characters, and be at most {MAX_BOOKING_URL} characters"
         )
     if session.scalar(select(Practice.id).where(Practice.twilio_number == e164)) is not None:
         raise InvalidInput(f"another practice already uses {e164}")

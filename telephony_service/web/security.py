@@ -82,10 +82,17 @@ def _body(req: Request) -> bytes:
     """
     environ = req.environ
     length = environ.get("CONTENT_LENGTH", "")
-    if not length.isdigit():
-        return req.get_data(cache=True)
-    size = int(length)
     limit = req.max_content_length
+    if not length.isdigit():
+        if limit is None or "wsgi.input_terminated" not in environ:
+            return req.get_data(cache=True)
+        # Chunked (gunicorn ends the stream): werkzeug would cut an oversize body off at
+        # the limit without a word, and the signature check would then call it forged.
+        chunked: bytes = environ["wsgi.input"].read(limit + 1)
+        if len(chunked) > limit:
+            raise RequestEntityTooLarge()
+        return chunked
+    size = int(length)
     if limit is not None and size > limit:
         raise RequestEntityTooLarge()
     data: bytes = environ["wsgi.input"].read(size)

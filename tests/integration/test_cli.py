@@ -109,7 +109,15 @@ def test_it_checks_a_practice_name_against_the_services_own_links(services, tmp_
 
 
 @pytest.mark.parametrize(
-    "url", ["ftp://book.example.test", "https://book.example.test/a b", "https://x.test/\nSet"]
+    "url",
+    [
+        "ftp://book.example.test",
+        "https://book.example.test/a b",
+        "https://x.test/\nSet",
+        "https://",  # no host: the patient would land on a browser error
+        "https:///book",
+        "https://book.example.test/" + "a" * 500,  # longer than the column
+    ],
 )
 def test_it_refuses_a_booking_url_that_could_not_be_a_redirect(telephony, url):
     result = telephony(
@@ -263,3 +271,46 @@ def test_it_hands_stuck_events_back_to_the_relay(telephony, services, clock, cli
     assert events(services)[0].attempts == 0
     flush_redis(services.redis)  # the webhook's own job ran (and failed) long ago
     assert relay_once(services) == 1
+
+
+def test_it_refuses_a_practice_name_with_control_characters(telephony):
+    """It would go into the greeting's TwiML, which Twilio could then not parse."""
+    result = telephony(
+        "practice",
+        "add",
+        "--name",
+        "Riverside\x1bFamily Medicine",
+        "--number",
+        "+16175550100",
+        "--timezone",
+        "America/New_York",
+    )
+    assert result.exit_code != 0
+    assert "the practice name must be 1 to 200 printable characters" in result.output
+
+
+@pytest.mark.parametrize(
+    ("database", "message"),
+    [
+        ("sqlite:///{tmp}/fresh.sqlite3", "(run `telephony db upgrade` first)"),
+        ("postgresql+psycopg://nobody@127.0.0.1:1/none", "database error: OperationalError"),
+    ],
+    ids=["not_migrated", "down"],
+)
+def test_it_says_what_is_wrong_with_the_database_instead_of_a_traceback(
+    services, tmp_path, database, message
+):
+    env = {
+        "DATABASE_URL": database.format(tmp=tmp_path),
+        "SECRET_KEY": services.settings.secret_key,
+        "TELEPHONY_INSTANCE_PATH": str(tmp_path),
+    }
+    for command in (
+        ["practice", "add", "--name", "X", "--number", "+16175550100", "--timezone", "UTC"],
+        ["practice", "quiet-hours", "--practice", "1", "--weekdays", "09:00-19:00"],
+        ["link", "revoke", "--practice", "1", "--task", "1"],
+    ):
+        result = CliRunner().invoke(main, command, env=env)
+        assert result.exit_code == 1, result.output
+        assert isinstance(result.exception, SystemExit), result.exception
+        assert message in result.output

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from xml.etree import ElementTree
 
 import pytest
 from jinja2 import UndefinedError
@@ -220,6 +221,19 @@ def test_it_still_renders_spoken_wording() -> None:
     assert render("voice/greeting.txt", practice="Sunrise Clinic").startswith(
         "Thank you for calling Sunrise Clinic."
     )
+
+
+def test_it_keeps_control_characters_out_of_spoken_wording() -> None:
+    """Spoken wording goes into TwiML: one control character and Twilio cannot parse it."""
+    from telephony_service.services.practices import PracticeCard
+    from telephony_service.services.voice import greeting
+
+    said = render("voice/greeting.txt", practice="Sunrise\x01 Clinic\x1b")
+    assert said.startswith("Thank you for calling Sunrise Clinic.")
+    twiml = greeting(
+        PracticeCard(id=1, name="Sunrise\x01Clinic", number="+16175550100"), "https://x.test"
+    )
+    ElementTree.fromstring(twiml)
 
 
 @pytest.mark.parametrize("template", ["text_back", "second_attempt", "final_message"])

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import io
+from urllib.parse import urlencode
+
 import pytest
+from werkzeug.test import EnvironBuilder, run_wsgi_app
 
 from tests.conftest import twilio_signature
 from tests.helpers import call_params, events, make_practice, new_sid, post_twilio
@@ -98,6 +102,39 @@ def test_it_rejects_an_oversize_body_before_storing_it(client, services):
     response = post_twilio(client, "/twilio/voice/status", params)
     assert response.status_code == 413
     assert events(services) == []
+
+
+@pytest.mark.parametrize("padding", [200_000, 100], ids=["oversize", "small"])
+def test_it_reads_a_chunked_body_whole_and_refuses_one_over_the_limit(
+    app, client, services, padding
+):
+    """Transfer-Encoding: chunked, as gunicorn hands it over: no CONTENT_LENGTH, and a
+    stream the server ends where the body ends."""
+    make_practice(services)
+    params = _params()
+    params["Padding"] = "x" * padding
+    body = urlencode(params).encode()
+    environ = EnvironBuilder(
+        path="/twilio/voice/status",
+        method="POST",
+        data=body,
+        headers={
+            "X-Twilio-Signature": twilio_signature("/twilio/voice/status", params),
+            "Content-Type": "application/x-www-form-urlencoded",
+        },
+    ).get_environ()
+    del environ["CONTENT_LENGTH"]
+    environ["wsgi.input_terminated"] = True
+    environ["wsgi.input"] = io.BytesIO(body)
+
+    _, status, _ = run_wsgi_app(app, environ, buffered=True)
+
+    if padding > 1000:
+        assert status.startswith("413"), status
+        assert events(services) == []
+    else:
+        assert status.startswith("200"), status
+        assert len(events(services)) == 1
 
 
 def test_it_rejects_a_malformed_call_sid(client, services):
