@@ -9,9 +9,12 @@ per second), and the connection pool is the expensive part of a job here.
 from __future__ import annotations
 
 import logging
+import time
 
 from redis import Redis
+from redis.exceptions import RedisError
 from rq import Queue, SimpleWorker
+from rq.exceptions import StopRequested
 
 from telephony_service.settings import Settings
 from telephony_service.wiring import build_services
@@ -33,7 +36,6 @@ def run_worker(settings: Settings, *, burst: bool = False) -> None:
     connection = Redis.from_url(settings.redis_url)
     # In order: a worker takes delivery receipts only when nothing else waits.
     queues = [Queue(name, connection=connection) for name in QUEUE_NAMES]
-    worker = SimpleWorker(queues, connection=connection)
     # The passes run beside the jobs on connections of their own (see with_own_pool).
     passes = services.with_own_pool()
     relay = Every("relay", relay_pass.relay_once, passes, relay_pass.INTERVAL_SECONDS)
@@ -45,10 +47,49 @@ def run_worker(settings: Settings, *, burst: bool = False) -> None:
     scheduler.start()
     log.info("worker listening on queues %s", ", ".join(QUEUE_NAMES))
     try:
-        worker.work(burst=burst, with_scheduler=False, logging_level="WARNING")
+        _work(queues, connection, burst=burst)
     finally:
         relay.stopped.set()
         scheduler.stopped.set()
         for thread in (relay, scheduler):
             thread.join(timeout=5)
         passes.engine.dispose()
+
+
+# Pauses before starting RQ's loop again after it quit on an error.
+RESTART_PAUSES = (1.0, 2.0, 5.0, 10.0, 30.0)
+
+
+def _work(queues: list[Queue], connection: Redis, *, burst: bool) -> None:
+    """RQ's work loop, started again whenever it quits on an error rather than on request.
+
+    RQ survives a lost Redis only while it waits for a job: Redis going away while a job
+    runs (a restart, a failover) ends its loop, and would end this process with the relay
+    and scheduler in it. The job it was running is picked up again by the scheduler's rule
+    for abandoned jobs; here the loop waits for Redis and goes on.
+    """
+    failures = 0
+    while True:
+        worker: SimpleWorker | None = None
+        started = time.monotonic()
+        try:
+            # (Its constructor names the connection in Redis already.)
+            worker = SimpleWorker(queues, connection=connection)
+            worker.work(burst=burst, with_scheduler=False, logging_level="WARNING")
+        except RedisError as exc:
+            # Its teardown (registering its death) needs Redis too.
+            log.warning("the RQ loop lost Redis (%s)", type(exc).__name__)
+        except StopRequested:
+            return
+        # (Set by RQ's handler of SIGTERM/SIGINT, whether or not a job was running.)
+        if burst or (worker is not None and worker._shutdown_requested_date is not None):
+            return
+        if time.monotonic() - started > RESTART_PAUSES[-1]:
+            failures = 0  # it had been working: this is a new outage
+        pause = RESTART_PAUSES[min(failures, len(RESTART_PAUSES) - 1)]
+        failures += 1
+        log.warning("the RQ loop quit on an error; starting it again in %.0f s", pause)
+        try:
+            time.sleep(pause)  # SIGTERM meanwhile raises StopRequested (the loop's handler)
+        except StopRequested:
+            return
