@@ -20,7 +20,7 @@ from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 from rq.utils import utcparse
 
-from telephony_service.services.events import stale_event_ids
+from telephony_service.services.events import STALE_PAGE, stale_event_ids
 from telephony_service.wiring import Services
 from telephony_service.workqueue import event_job_id
 
@@ -38,18 +38,29 @@ ABANDONED_AFTER = timedelta(minutes=10)
 QUEUED_CHECK_AFTER = timedelta(minutes=2)
 
 
-def relay_once(services: Services, *, grace: timedelta = GRACE) -> int:
-    with services.session() as session:
-        stale = stale_event_ids(session, now=services.clock(), older_than=grace)
-    job_ids = {event_id: event_job_id(event_id) for event_id in stale}
-    waiting = waiting_jobs(services, list(job_ids.values()))
+def relay_once(services: Services, *, grace: timedelta = GRACE, page: int = STALE_PAGE) -> int:
+    """Offer RQ every stored event not applied yet whose job it no longer holds.
+
+    Page after page: after Redis lost its jobs, a backlog larger than a page would
+    otherwise wait behind the oldest page's jobs, still queued, for pass after pass.
+    """
+    now = services.clock()
     enqueued = 0
-    for event_id, job_id in job_ids.items():
-        if job_id in waiting:
-            continue
-        clear_dead_job(services, job_id)
-        if services.work.enqueue_event(event_id):
-            enqueued += 1
+    after = None
+    while True:
+        with services.session() as session:
+            stale = stale_event_ids(session, now=now, older_than=grace, after=after, limit=page)
+        job_ids = {event_id: event_job_id(event_id) for _, event_id in stale}
+        waiting = waiting_jobs(services, list(job_ids.values()))
+        for event_id, job_id in job_ids.items():
+            if job_id in waiting:
+                continue
+            clear_dead_job(services, job_id)
+            if services.work.enqueue_event(event_id):
+                enqueued += 1
+        if len(stale) < page:
+            break
+        after = stale[-1]
     if enqueued:
         log.info("relay re-enqueued %d stored event(s)", enqueued)
     return enqueued

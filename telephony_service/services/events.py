@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from psycopg.types.json import Jsonb
-from sqlalchemy import Engine, Insert, Update, and_, bindparam, or_, select, update
+from sqlalchemy import Engine, Insert, Update, and_, bindparam, or_, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
@@ -81,8 +81,19 @@ def _insert_once(engine: Engine, values: dict[str, Any]) -> int | None:
         return None if row is None else int(row[0])
 
 
-def stale_event_ids(session: Session, *, now: datetime, older_than: timedelta) -> list[int]:
-    """Events stored but not applied: their job was never enqueued, lost, or failed.
+STALE_PAGE = 500
+
+
+def stale_event_ids(
+    session: Session,
+    *,
+    now: datetime,
+    older_than: timedelta,
+    after: tuple[datetime, int] | None = None,
+    limit: int = STALE_PAGE,
+) -> list[tuple[datetime, int]]:
+    """Events stored but not applied, oldest first, as (received_at, id): their job was
+    never enqueued, lost, or failed. `after`: the last of the previous page.
 
     An event that has failed n times waits older_than * 2**n after it arrived, so a fault
     that lasts a while does not use up every attempt in the first minute.
@@ -93,14 +104,13 @@ def stale_event_ids(session: Session, *, now: datetime, older_than: timedelta) -
             for n in range(MAX_ATTEMPTS)
         )
     )
-    return list(
-        session.scalars(
-            select(WebhookEvent.id)
-            .where(WebhookEvent.processed_at.is_(None), due)
-            .order_by(WebhookEvent.received_at)
-            .limit(500)
-        )
+    query = select(WebhookEvent.received_at, WebhookEvent.id).where(
+        WebhookEvent.processed_at.is_(None), due
     )
+    if after is not None:
+        query = query.where(tuple_(WebhookEvent.received_at, WebhookEvent.id) > tuple_(*after))
+    query = query.order_by(WebhookEvent.received_at, WebhookEvent.id).limit(limit)
+    return [(received, event_id) for received, event_id in session.execute(query)]
 
 
 def _count_attempt(session: Session, event_id: int) -> bool:

@@ -7,6 +7,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 
 import pytest
 
@@ -110,6 +111,35 @@ def test_it_rebuilds_lost_jobs_after_a_redis_flush(client, services, clock: Fake
     assert relay_once(services) == 1
     run_jobs(services, services.redis)
     assert len(tasks_of(services)) == 1
+
+
+def test_it_offers_a_backlog_larger_than_a_page_in_one_pass(services, clock: FakeClock):
+    """Events stored while Redis was away: every one is offered again at once, not a page
+    per pass behind the jobs of the oldest page, still waiting."""
+    from sqlalchemy import insert
+
+    from telephony_service.models import WebhookEvent
+
+    stored_at = clock() - timedelta(minutes=1)
+    with services.session() as session:
+        session.execute(
+            insert(WebhookEvent),
+            [
+                {
+                    "kind": "voice.status",
+                    "sid": f"CA{i:032x}",
+                    "params": {},
+                    "received_at": stored_at + timedelta(milliseconds=20 * (i // 2)),
+                    "attempts": 0,
+                }
+                for i in range(25)
+            ],
+        )
+        session.commit()
+
+    assert relay_once(services, page=11) == 25  # a page ends between two of one instant
+    assert services.work.queue.count == 25
+    assert relay_once(services, page=11) == 0  # all still waiting: nothing doubled
 
 
 def test_it_does_not_double_a_job_that_is_still_waiting(client, services, clock: FakeClock):
