@@ -120,6 +120,9 @@ CLAIM_LEASE = timedelta(seconds=60)
 # Twilio's message list can lag a new message by a few seconds; a send that is not
 # listed by then was never accepted, and is sent again.
 RECONCILE_GRACE = timedelta(seconds=30)
+# A text whose outcome is still unknown this long after its claim, because Twilio's list
+# cannot be read, is given up: a person calls (see _give_up_unconfirmed).
+UNCONFIRMED_AFTER = timedelta(hours=2)
 # Clocks differ; the list lookup starts this long before our claim. Only a record with the
 # text's own body (a link's token is unique) and a sid no other text holds is adopted, so
 # a generous margin costs only a longer list, while a worker clock ahead of Twilio's by
@@ -1532,7 +1535,9 @@ def reconcile_message(
         records = gateway.list_messages(to=to, from_=from_, sent_after=claimed - CLOCK_SKEW)
     except GatewayError as exc:
         log.warning("text %s: could not list messages (%s)", message_id, exc.message)
-        return "waiting"
+        if now - claimed < UNCONFIRMED_AFTER:
+            return "waiting"
+        return _give_up_unconfirmed(session, message_id, contact_id, now)
     # Contact, then message, as everywhere: giving up moves the task to call manually,
     # which cancels its other unsent texts, as an opt-out (holding the contact) may be.
     consent.lock_contact(session, contact_id)
@@ -1581,6 +1586,26 @@ def reconcile_message(
     session.commit()
     log.info("text %s: not at the provider; sending again in %s", message_id, delay)
     return "resend"
+
+
+def _give_up_unconfirmed(session: Session, message_id: int, contact_id: int, now: datetime) -> str:
+    """Twilio's list could not be read for UNCONFIRMED_AFTER: the text may or may not have
+    gone. Sent again, it might reach the patient twice; left unknown, the task would wait on
+    it for good. A person calls instead, and the text is not sent again."""
+    consent.lock_contact(session, contact_id)
+    message = _locked_or_none(session, message_id)
+    if message is None or not _needs_reconcile(message, now):
+        session.rollback()
+        return "skipped"
+    task = None if message.task_id is None else session.get(Task, message.task_id)
+    if task is not None:
+        mark_call_manually(
+            session, task, now, reason="whether the text went could not be confirmed"
+        )
+    log.warning("text %s: outcome never confirmed; not sent again", message_id)
+    return _finish(
+        session, message, "failed", now, reason="outcome never confirmed (message list unreadable)"
+    )
 
 
 def _locked_or_none(session: Session, message_id: int) -> Message | None:

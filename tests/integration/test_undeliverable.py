@@ -161,6 +161,42 @@ def test_it_gives_up_on_sends_whose_outcome_stays_unknown_and_a_person_calls(
     assert state.line("call_manually").text == "the text could not be sent"
 
 
+def test_it_hands_a_text_to_a_person_when_twilios_list_cannot_be_read_for_hours(
+    services: Services,
+    twilio_messages: FakeMessages,
+    clock: FakeClock,
+    worker_redis: Redis,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The answer was lost and Twilio's list keeps refusing (say, a key without the list
+    permission): sent again the text might arrive twice, left unknown the task would wait
+    on it for good."""
+    from telephony_service.gateways.base import GatewayError
+
+    message_id = _pending_text(services)
+    twilio_messages.faults.append(("timeout",))
+    assert _send(services, message_id) == "unknown"
+    lookups = []
+
+    def list_refused(**kwargs: object) -> None:
+        lookups.append(clock())
+        raise GatewayError("message list: refused (20003)", permanent=True, code=20003)
+
+    monkeypatch.setattr(services.gateway, "list_messages", list_refused)
+    for _ in range(3 * 24):
+        clock.advance(hours=1)
+        schedule_once(services)
+        run_jobs(services, worker_redis)
+
+    assert len(lookups) <= 3
+    state = _state(services, message_id)
+    assert state.message.status == "failed"
+    assert state.message.defer_reason == "outcome never confirmed (message list unreadable)"
+    assert state.task.next_action == "call_manually"
+    assert state.line("call_manually").text == "whether the text went could not be confirmed"
+    assert twilio_messages.posts == 1  # never sent again
+
+
 def test_reconciliation_giving_up_waits_for_an_opt_out_instead_of_deadlocking(
     services: Services, twilio_messages: FakeMessages, clock: FakeClock
 ) -> None:
