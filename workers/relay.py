@@ -133,21 +133,25 @@ def _on_their_queues(redis: Redis, jobs: Sequence[tuple[str, bytes]]) -> list[bo
 
 def clear_dead_job(
     services: Services, job_id: str, *, abandoned_after: timedelta = ABANDONED_AFTER
-) -> None:
-    """Remove a failed or abandoned job, so the same id can be enqueued again.
+) -> bool:
+    """Remove a failed or abandoned job, so the same id can be enqueued again. True if it
+    had failed, or its worker died running it (a job lost before it ran is not a failure).
 
     A failed job keeps its id in RQ's failed registry; a unique enqueue would then be
     refused as a duplicate, so the old job is removed first."""
     try:
         job = Job.fetch(job_id, connection=services.work.redis)
     except NoSuchJobError:
-        return
+        return False
     except Exception:  # Redis trouble: the enqueue below will report it
-        return
+        return False
     status = job.get_status(refresh=False)
+    failed = status == JobStatus.FAILED or (
+        status == JobStatus.STARTED and _abandoned_since(job.started_at, abandoned_after)
+    )
     if (
-        status in (JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED)
-        or (status == JobStatus.STARTED and _abandoned_since(job.started_at, abandoned_after))
+        failed
+        or status in (JobStatus.STOPPED, JobStatus.CANCELED)
         or (
             status == JobStatus.QUEUED
             and _abandoned_since(job.enqueued_at, QUEUED_CHECK_AFTER)
@@ -155,6 +159,7 @@ def clear_dead_job(
         )
     ):
         job.delete()
+    return failed
 
 
 def _abandoned_since(started: datetime | None, after: timedelta) -> bool:

@@ -469,9 +469,12 @@ class FollowUp(Base):
     action: Mapped[str16]  # text | call | close
     template: Mapped[str | None] = mapped_column(String(32))
     due_at: Mapped[utc]
-    state: Mapped[str16] = mapped_column(default="pending")  # pending | done | canceled
+    # pending | done | canceled | failed (its job kept failing; a person took over)
+    state: Mapped[str16] = mapped_column(default="pending")
     # When the scheduler last handed it to RQ; it offers it again if Redis lost the job.
     enqueued_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # Times its job failed (RQ's failed registry, or a worker killed while running it).
+    failures: Mapped[int] = mapped_column(Integer, server_default="0")
     done_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, func, or_, select, update
@@ -392,6 +392,62 @@ def follow_agent(
             TaskEvent(task_id=task.id, at=now, kind="cadence_resumed", data={"step": step.step})
         )
     return True
+
+
+# Pauses after a step's job failed, before it is offered again; after the last, a person.
+STEP_RETRY_PAUSES = (
+    timedelta(seconds=30),
+    timedelta(minutes=2),
+    timedelta(minutes=10),
+    timedelta(minutes=30),
+    timedelta(hours=1),
+)
+MAX_STEP_FAILURES = len(STEP_RETRY_PAUSES) + 1
+
+
+def step_failed(session: Session, followup_id: int, *, now: datetime) -> bool:
+    """A step's job failed: it is offered again after a growing pause, or, its failures
+    run out, the task's cadence stops and a person calls. Commits. True if offered again.
+
+    Without a count a step failing for good (a bug, bad data) was offered every lease,
+    forever, and the patient heard nothing more.
+    """
+    task_id = session.scalar(
+        select(FollowUp.task_id).where(FollowUp.id == followup_id, FollowUp.state == "pending")
+    )
+    if task_id is None:
+        session.rollback()
+        return False
+    contact_id = session.scalar(select(Task.contact_id).where(Task.id == task_id))
+    if contact_id is not None:
+        consent.lock_contact(session, contact_id)  # contact, then task, then the rest
+    task = locked(session, Task, task_id)
+    followup = locked(session, FollowUp, followup_id)
+    if followup.state != "pending":
+        session.rollback()
+        return False
+    followup.failures += 1
+    if followup.failures < MAX_STEP_FAILURES:
+        # The lease runs from here: offered again once the pause is over.
+        followup.enqueued_at = now + STEP_RETRY_PAUSES[followup.failures - 1]
+        session.commit()
+        return True
+    followup.state = "failed"
+    followup.done_at = now
+    consent.stop_cadence(session, task, at=now, reason="step_failed")
+    if is_open(TaskStatus(task.status)):
+        task.next_action, task.next_action_at = NEXT_CALL_BACK, now
+    session.add(
+        TaskEvent(
+            task_id=task.id,
+            at=now,
+            kind="cadence_failed",
+            text="an automated follow-up kept failing: call the patient",
+            data={"step": followup.step},
+        )
+    )
+    session.commit()
+    return False
 
 
 def claim_due(session: Session, *, now: datetime, limit: int = 500) -> list[int]:

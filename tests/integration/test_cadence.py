@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import itertools
+from datetime import UTC, datetime, timedelta
 
+import pytest
 from flask.testing import FlaskClient
 from redis import Redis
 from sqlalchemy import select
@@ -244,3 +246,82 @@ def test_a_cadence_shortened_mid_way_still_closes_the_task(
     [task] = tasks_of(services)
     assert task.status == "closed_no_response"
     assert [s[2] for s in _steps(services)] == ["done"] * 4
+
+
+def _failing_step(services: Services, clock: FakeClock) -> tuple[int, int]:
+    from tests.queue_support import make_task
+
+    practice = make_practice(services)
+    task_id = make_task(services, practice.id, due_in=timedelta(minutes=-1))
+    with services.session() as session:
+        step = FollowUp(task_id=task_id, step=1, action="call", due_at=clock(), state="pending")
+        session.add(step)
+        session.commit()
+        return task_id, step.id
+
+
+def test_it_hands_a_task_to_a_person_when_a_step_keeps_failing(
+    services: Services, clock: FakeClock, worker_redis: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug or bad data: the step's job fails every time. It is tried again after growing
+    pauses, then the cadence stops and a person calls; it is not offered forever."""
+    from telephony_service.models import Task, TaskEvent
+    from telephony_service.services import followups
+
+    task_id, step_id = _failing_step(services, clock)
+    runs: list[datetime] = []
+
+    def broken(*args: object, **kwargs: object) -> None:
+        runs.append(clock())
+        raise RuntimeError("a bug in the step")
+
+    monkeypatch.setattr(followups, "_run", broken)
+    for _ in range(6 * 60 * 2):  # six hours of passes, one every 30 s
+        schedule_once(services)
+        run_jobs(services, worker_redis)
+        clock.advance(seconds=30)
+
+    assert len(runs) == followups.MAX_STEP_FAILURES
+    gaps = [later - earlier for earlier, later in itertools.pairwise(runs)]
+    assert gaps == sorted(gaps)
+    with services.session() as session:
+        step = session.get_one(FollowUp, step_id)
+        task = session.get_one(Task, task_id)
+        line = session.scalars(
+            select(TaskEvent).where(
+                TaskEvent.task_id == task_id, TaskEvent.kind == "cadence_failed"
+            )
+        ).one()
+    assert (step.state, step.failures) == ("failed", followups.MAX_STEP_FAILURES)
+    assert task.cadence_stop_reason == "step_failed"
+    # At the pass that finds the last failure (the step's lease runs out a pass later).
+    assert task.next_action == "call_back"
+    assert runs[-1] < task.next_action_at <= runs[-1] + timedelta(minutes=1)
+    assert line.text == "an automated follow-up kept failing: call the patient"
+
+
+def test_it_runs_a_step_whose_job_failed_once_after_a_pause(
+    services: Services, clock: FakeClock, worker_redis: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from telephony_service.services import followups
+
+    _, step_id = _failing_step(services, clock)
+    real_run = followups._run
+    calls: list[datetime] = []
+
+    def fails_once(*args: object, **kwargs: object) -> object:
+        calls.append(clock())
+        if len(calls) == 1:
+            raise RuntimeError("the database went away mid-step")
+        return real_run(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(followups, "_run", fails_once)
+    for _ in range(10):
+        schedule_once(services)
+        run_jobs(services, worker_redis)
+        clock.advance(seconds=30)
+
+    assert len(calls) == 2
+    with services.session() as session:
+        step = session.get_one(FollowUp, step_id)
+    assert (step.state, step.failures) == ("done", 1)
