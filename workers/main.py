@@ -9,6 +9,8 @@ per second), and the connection pool is the expensive part of a job here.
 from __future__ import annotations
 
 import logging
+import signal
+import threading
 import time
 
 from redis import Redis
@@ -68,6 +70,7 @@ def _work(queues: list[Queue], connection: Redis, *, burst: bool) -> None:
     and scheduler in it. The job it was running is picked up again by the scheduler's rule
     for abandoned jobs; here the loop waits for Redis and goes on.
     """
+    stop = threading.Event()
     failures = 0
     while True:
         worker: SimpleWorker | None = None
@@ -77,19 +80,50 @@ def _work(queues: list[Queue], connection: Redis, *, burst: bool) -> None:
             worker = SimpleWorker(queues, connection=connection)
             worker.work(burst=burst, with_scheduler=False, logging_level="WARNING")
         except RedisError as exc:
-            # Its teardown (registering its death) needs Redis too.
+            # Its teardown (registering its death, then unsubscribing) needs Redis too.
             log.warning("the RQ loop lost Redis (%s)", type(exc).__name__)
+            _close_pubsub(worker)
         except StopRequested:
             return
+        finally:
+            # RQ's handlers belong to the loop that ended; between loops SIGTERM is ours.
+            _handle_stop_signals(stop)
         # (Set by RQ's handler of SIGTERM/SIGINT, whether or not a job was running.)
-        if burst or (worker is not None and worker._shutdown_requested_date is not None):
+        if burst or stop.is_set():
+            return
+        if worker is not None and worker._shutdown_requested_date is not None:
             return
         if time.monotonic() - started > RESTART_PAUSES[-1]:
             failures = 0  # it had been working: this is a new outage
         pause = RESTART_PAUSES[min(failures, len(RESTART_PAUSES) - 1)]
         failures += 1
         log.warning("the RQ loop quit on an error; starting it again in %.0f s", pause)
-        try:
-            time.sleep(pause)  # SIGTERM meanwhile raises StopRequested (the loop's handler)
-        except StopRequested:
+        if stop.wait(pause):
             return
+
+
+def _handle_stop_signals(stop: threading.Event) -> None:
+    if threading.current_thread() is not threading.main_thread():
+        return  # (signals reach the main thread only; a test may run the loop elsewhere)
+
+    def request_stop(signum: int, frame: object) -> None:
+        log.info("stopping on signal %s", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+
+
+def _close_pubsub(worker: SimpleWorker | None) -> None:
+    """What RQ's teardown did not reach: the dead loop's subscription and its thread,
+    which would otherwise reconnect and stay, one more per outage."""
+    thread = getattr(worker, "pubsub_thread", None)
+    pubsub = getattr(worker, "pubsub", None)
+    try:
+        if thread is not None:
+            thread.stop()
+            thread.join(timeout=1)
+        if pubsub is not None:
+            pubsub.close()
+    except (RedisError, OSError, RuntimeError) as exc:
+        log.debug("closing the old worker's subscription: %s", exc)

@@ -88,6 +88,8 @@ _RANK = {
     "pending": 0,
     "claimed": 1,
     "unknown": 1,
+    # Given up on without an answer (Twilio's list unreadable): a callback still moves it.
+    "unconfirmed": 1,
     "accepted": 2,
     "scheduled": 2,
     "queued": 2,
@@ -101,7 +103,8 @@ _RANK = {
 FINAL = frozenset({"delivered", "undelivered", "failed", "read", "canceled", "blocked"})
 # Texts that reached Twilio: they count against the caps.
 _SENT = ("accepted", "scheduled", "queued", "sending", "sent", "delivered", "undelivered", "read")
-_SENT_OR_IN_FLIGHT = (*_SENT, "claimed", "unknown")
+# (An unconfirmed text may have reached the patient: it counts against their caps.)
+_SENT_OR_IN_FLIGHT = (*_SENT, "claimed", "unknown", "unconfirmed")
 # Texts that reached the patient, as far as Twilio has told: a thread has begun. Not a
 # pending one (it may yet be canceled), an undelivered one, or one whose send is in flight
 # or unknown: a text written after those carries the opt-out line again, as a repeat is
@@ -1603,8 +1606,14 @@ def _give_up_unconfirmed(session: Session, message_id: int, contact_id: int, now
             session, task, now, reason="whether the text went could not be confirmed"
         )
     log.warning("text %s: outcome never confirmed; not sent again", message_id)
+    # Not "failed": it may have gone, so it still counts against the patient's caps, and a
+    # late callback from Twilio still moves it on (see _RANK).
     return _finish(
-        session, message, "failed", now, reason="outcome never confirmed (message list unreadable)"
+        session,
+        message,
+        "unconfirmed",
+        now,
+        reason="outcome never confirmed (message list unreadable)",
     )
 
 

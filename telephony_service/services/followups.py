@@ -428,8 +428,8 @@ def step_failed(session: Session, followup_id: int, *, now: datetime) -> bool:
         return False
     followup.failures += 1
     if followup.failures < MAX_STEP_FAILURES:
-        # The lease runs from here: offered again once the pause is over.
-        followup.enqueued_at = now + STEP_RETRY_PAUSES[followup.failures - 1]
+        # Offered again once the lease has run out, which it will at the end of the pause.
+        followup.enqueued_at = now + STEP_RETRY_PAUSES[followup.failures - 1] - ENQUEUE_LEASE
         session.commit()
         return True
     followup.state = "failed"

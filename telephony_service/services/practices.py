@@ -77,6 +77,13 @@ def check_name_fits_texts(name: str, number: str, base_url: str | None = None) -
             ) from None
 
 
+def _host_of(url: str) -> str | None:
+    try:
+        return urlsplit(url).hostname
+    except ValueError:  # a malformed [IPv6] part
+        return None
+
+
 def add_practice(
     session: Session,
     *,
@@ -103,7 +110,7 @@ def add_practice(
     if booking_url is not None and (
         not booking_url.startswith(("https://", "http://"))
         or any(ch.isspace() or not ch.isprintable() for ch in booking_url)
-        or not urlsplit(booking_url).hostname
+        or not _host_of(booking_url)
         or len(booking_url) > MAX_BOOKING_URL
     ):
         raise InvalidInput(

@@ -41,7 +41,14 @@ from telephony_service.services.tasks import get_task
 # the text with its delivery status) rather than as events.
 _SHOWN_WITH_CALLS = frozenset({"voicemail", "call_merged", "transcription"})
 _SHOWN_WITH_TEXTS = frozenset(
-    {"text_sent", "text_blocked", "text_canceled", "text_failed", "text_undelivered"}
+    {
+        "text_sent",
+        "text_blocked",
+        "text_canceled",
+        "text_failed",
+        "text_undelivered",
+        "text_unconfirmed",
+    }
 )
 
 

@@ -117,6 +117,7 @@ def test_it_checks_a_practice_name_against_the_services_own_links(services, tmp_
         "https://",  # no host: the patient would land on a browser error
         "https:///book",
         "https://book.example.test/" + "a" * 500,  # longer than the column
+        "https://[clinic.example.test/book",  # a malformed [IPv6] host
     ],
 )
 def test_it_refuses_a_booking_url_that_could_not_be_a_redirect(telephony, url):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import socket
@@ -89,6 +90,20 @@ def redis_server(tmp_path: Path) -> Iterator[_Redis]:
         server.stop()
 
 
+def _redis_stops_under_a_job(redis_server: _Redis) -> None:
+    """Redis goes away (a restart, a failover) while a job runs."""
+    connection = Redis.from_url(redis_server.url)
+    running = Queue("telephony", connection=connection).enqueue("time.sleep", 2)
+    _until(lambda: running.get_status(refresh=True) == JobStatus.STARTED, "the job to start")
+    redis_server.stop()
+
+
+def _finished(job_id: str, connection: Redis, worker: subprocess.Popen[bytes]) -> bool:
+    if worker.poll() is not None:
+        return True  # (the assertion after says what went wrong)
+    return bool(Job.fetch(job_id, connection=connection).get_status() == JobStatus.FINISHED)
+
+
 def test_the_worker_goes_on_after_redis_goes_away_while_a_job_runs(
     database_url: str, redis_server: _Redis, tmp_path: Path
 ) -> None:
@@ -99,40 +114,45 @@ def test_the_worker_goes_on_after_redis_goes_away_while_a_job_runs(
         SECRET_KEY="worker-process-test-secret-0123456789",
         TELEPHONY_INSTANCE_PATH=str(tmp_path),
     )
-    log = (tmp_path / "worker.log").open("wb")
+    log_path = tmp_path / "worker.log"
+    log = log_path.open("wb")
     worker = subprocess.Popen(
         [sys.executable, "-c", "from telephony_service.cli import main; main()", "worker"],
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
     )
+
+    def restarts() -> int:
+        return log_path.read_text().count("starting it again")
+
     try:
         connection = Redis.from_url(redis_server.url)
         _until(lambda: connection.scard("rq:workers") > 0, "the worker to register")
-        queue = Queue("telephony", connection=connection)
-        running = queue.enqueue("time.sleep", 2)
-        _until(lambda: running.get_status(refresh=True) == JobStatus.STARTED, "the job to start")
+        for outage in (1, 2):
+            _redis_stops_under_a_job(redis_server)
+            time.sleep(3)  # the job ends with Redis still away
+            redis_server.start()
+            connection = Redis.from_url(redis_server.url)
+            after = Queue("telephony", connection=connection).enqueue("time.sleep", 0)
+            next_job = functools.partial(_finished, after.id, connection, worker)
+            _until(next_job, "the next job", timeout=60)
+            output = log_path.read_text()
+            assert worker.poll() is None, f"the worker exited ({worker.returncode}):\n{output}"
+            assert restarts() >= outage
+        time.sleep(3)  # a dead loop's subscription would have reconnected by now (2 s)
+        channels = connection.pubsub_channels("rq:pubsub:*")
+        assert len(channels) == 1, f"{channels}: one worker is alive"
 
-        redis_server.stop()  # a restart, a failover: gone while the job runs
-        time.sleep(3)  # the job ends with Redis still away
-        redis_server.start()
-
-        connection = Redis.from_url(redis_server.url)
-        after = Queue("telephony", connection=connection).enqueue("time.sleep", 0)
-        _until(
-            lambda: (
-                Job.fetch(after.id, connection=connection).get_status() == JobStatus.FINISHED
-                or worker.poll() is not None
-            ),
-            "the job enqueued after the outage",
-            timeout=60,
-        )
-        output = (tmp_path / "worker.log").read_text()
-        assert worker.poll() is None, f"the worker exited ({worker.returncode}):\n{output}"
-        assert Job.fetch(after.id, connection=connection).get_status() == JobStatus.FINISHED
-        assert "starting it again" in output
-    finally:
+        # Stopped while it pauses before starting RQ's loop again: it stops.
+        before = restarts()
+        _redis_stops_under_a_job(redis_server)
+        _until(lambda: restarts() > before, "a pause before a restart")
         worker.terminate()
         worker.wait(15)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait(15)
         log.close()
-    assert worker.returncode == 0  # SIGTERM still stops it cleanly
+    assert worker.returncode == 0, log_path.read_text()
