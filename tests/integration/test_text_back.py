@@ -404,6 +404,16 @@ def test_it_finds_an_accepted_text_at_twilio_whose_clock_is_minutes_behind_ours(
     assert messages(services)[0].message_sid == twilio_messages.sent[0].sid
 
 
+def _settled_by_reconciliation_alone(services: Services, clock: FakeClock, message_id: int) -> None:
+    """Left claimed, not put back for a retry (which would text the patient twice): the
+    next send job skips it, and reconciliation finds it at Twilio once the lease is over."""
+    assert messages(services)[0].status == "claimed"
+    clock.advance(seconds=2)
+    assert _send(services, message_id) == "skipped"
+    clock.advance(seconds=60)
+    assert _reconcile(services, message_id) == "found"
+
+
 def _send_stopped_before_twilio(
     services: Services, message_id: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -450,12 +460,7 @@ def test_a_text_twilio_accepted_is_never_resent_when_its_answer_could_not_be_sto
         with pytest.raises(type(failure)):
             _send(services, message_id)
 
-    # Left claimed, not put back for a retry: a retry would text the patient twice.
-    assert messages(services)[0].status == "claimed"
-    clock.advance(seconds=2)
-    assert _send(services, message_id) == "skipped"
-    clock.advance(seconds=60)
-    assert _reconcile(services, message_id) == "found"
+    _settled_by_reconciliation_alone(services, clock, message_id)
     [message] = messages(services)
     assert message.message_sid == twilio_messages.sent[0].sid
     assert len(twilio_messages.sent) == 1
@@ -479,11 +484,7 @@ def test_an_unknown_outcome_that_could_not_be_stored_is_looked_up_not_resent(
         with pytest.raises(OperationalError):
             _send(services, message_id)
 
-    assert messages(services)[0].status == "claimed"
-    clock.advance(seconds=2)
-    assert _send(services, message_id) == "skipped"
-    clock.advance(seconds=60)
-    assert _reconcile(services, message_id) == "found"
+    _settled_by_reconciliation_alone(services, clock, message_id)
     assert len(twilio_messages.sent) == 1
 
 
