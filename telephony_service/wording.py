@@ -59,10 +59,13 @@ def _template(name: str) -> Template:
 def render(name: str, **context: Any) -> str:
     # Values cleaned as a text's are: a control character in a name or a reason would
     # break the TwiML the wording goes into, and the call with it.
-    values = {
+    return " ".join(_template(name).render(**_cleaned(context)).split())
+
+
+def _cleaned(context: dict[str, Any]) -> dict[str, Any]:
+    return {
         key: _clean(value) if isinstance(value, str) else value for key, value in context.items()
     }
-    return " ".join(_template(name).render(**values).split())
 
 
 def _clean(text: str) -> str:
@@ -72,11 +75,8 @@ def _clean(text: str) -> str:
 def render_sms(name: str, **context: Any) -> RenderedSms:
     # Values are cleaned as well as the result: practice names are typed or pasted by managers,
     # with the curly quotes, control characters and stray spaces ("Clinic :") that come along.
-    values = {
-        key: _clean(value) if isinstance(value, str) else value for key, value in context.items()
-    }
     check_sms_templates()
-    body = _clean(_template(f"sms/{name}.txt").render(**values))
+    body = _clean(_template(f"sms/{name}.txt").render(**_cleaned(context)))
     counted = count_segments(body)
     if counted.segments > MAX_SEGMENTS:
         raise TemplateTooLong(

@@ -43,7 +43,6 @@ def schedule_once(services: Services) -> int:
         ),
         *((followup_job_id(step_id), work.enqueue_followup, step_id) for step_id in steps),
     ]
-    step_jobs = {followup_job_id(step_id): step_id for step_id in steps}
     # Offered again after its lease, a text is often still waiting in RQ (a backlog): its
     # job is left as it is.
     waiting = waiting_jobs(
@@ -54,7 +53,7 @@ def schedule_once(services: Services) -> int:
         if job_id in waiting:
             continue
         failed = clear_dead_job(services, job_id, abandoned_after=ABANDONED_AFTER)
-        if failed and job_id in step_jobs:
+        if failed and enqueue == work.enqueue_followup:
             # (A text's send and its reconciliation count their own tries.)
             with services.session() as session:
                 followups.step_failed(session, row_id, now=now)

@@ -486,18 +486,16 @@ def evaluate(
             ),
         ]
     cap = policy.daily_send_cap
-    if texting and cap is not None and history.practice_sent_today >= cap:
-        # The count is the practice's since its own midnight, so it is only known to be back
-        # under the cap once that day is over.
-        checks.append(("practice_cap", _at_least(_next_midnight(now, policy.practice_timezone))))
-    elif (
-        texting
-        and cap is not None
-        and history.practice_sent_today + history.practice_in_flight >= cap
-    ):
-        # The last texts under the cap are on the wire: once they settle, this one either
-        # fits or waits for the next day.
-        checks.append(("practice_cap_in_flight", _at_least(now + in_flight_wait)))
+    if texting and cap is not None:
+        if history.practice_sent_today >= cap:
+            # The count is the practice's since its own midnight, so it is only known to be
+            # back under the cap once that day is over.
+            midnight = _next_midnight(now, policy.practice_timezone)
+            checks.append(("practice_cap", _at_least(midnight)))
+        elif history.practice_sent_today + history.practice_in_flight >= cap:
+            # The last texts under the cap are on the wire: once they settle, this one
+            # either fits or waits for the next day.
+            checks.append(("practice_cap_in_flight", _at_least(now + in_flight_wait)))
 
     until, moved_by = _settle(now, checks, round_always=False)
     if until is None:

@@ -63,6 +63,11 @@ OPEN_STATUSES_SQL = (
     "'reached', 'scheduled', 'needs_insurance_followup', 'needs_clinical_escalation')"
 )
 
+# Texts on the wire: claimed by a send, or its outcome unknown. ix_messages_in_flight's
+# predicate, and the term the daily cap's count of them is written with: a query uses a
+# partial index only where it names the predicate's constants.
+IN_FLIGHT_STATUSES_SQL = "status IN ('claimed', 'unknown')"
+
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
     "uq": "uq_%(table_name)s_%(column_0_N_name)s",
@@ -499,8 +504,8 @@ class Message(Base):
             "ix_messages_in_flight",
             "practice_id",
             "claimed_at",
-            postgresql_where=text("status IN ('claimed', 'unknown')"),
-            sqlite_where=text("status IN ('claimed', 'unknown')"),
+            postgresql_where=text(IN_FLIGHT_STATUSES_SQL),
+            sqlite_where=text(IN_FLIGHT_STATUSES_SQL),
         ),
         # The gate counts a contact's recent texts on every send.
         Index("ix_messages_contact_created", "contact_id", "created_at"),

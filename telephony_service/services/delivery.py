@@ -53,8 +53,14 @@ from telephony_service.db import (
 from telephony_service.domain import compliance
 from telephony_service.domain.phones import display_number, mask_phone
 from telephony_service.domain.statuses import TaskStatus, is_open
-from telephony_service.gateways.base import GatewayError, OutboundSms, TelephonyGateway
+from telephony_service.gateways.base import (
+    GatewayError,
+    MessageRecord,
+    OutboundSms,
+    TelephonyGateway,
+)
 from telephony_service.models import (
+    IN_FLIGHT_STATUSES_SQL,
     CallAttempt,
     Contact,
     Link,
@@ -986,11 +992,24 @@ def _release_claimed(
         message.defer_reason = "internal error; see the worker log"
         session.commit()
         return
-    # Out of tries, as a refused send can be: the patient still needs an answer.
+    _give_up(session, message, now, reason="gave up: internal error; see the worker log")
+
+
+def _give_up(
+    session: Session,
+    message: Message,
+    now: datetime,
+    *,
+    reason: str,
+    status: str = "failed",
+    call_reason: str = "the text could not be sent",
+) -> str:
+    """End a text that will not be sent (again), and have a person call: the patient
+    still needs an answer. Commits; returns the text's new status."""
     task = None if message.task_id is None else session.get(Task, message.task_id)
     if task is not None:
-        mark_call_manually(session, task, now, reason="the text could not be sent")
-    _finish(session, message, "failed", now, reason="gave up: internal error; see the worker log")
+        mark_call_manually(session, task, now, reason=call_reason)
+    return _finish(session, message, status, now, reason=reason)
 
 
 def _retry_later(message: Message, now: datetime) -> timedelta | None:
@@ -1197,9 +1216,6 @@ def _history_from(
     )
 
 
-_IN_FLIGHT_SQL = "messages.status IN ('claimed', 'unknown')"
-
-
 def _in_flight_wait() -> timedelta:
     """Two texts that each saw the other on the wire both wait. Waits a whole minute apart
     (a deferral is rounded up to the minute) let one's next try find the other settled,
@@ -1219,7 +1235,7 @@ def _in_flight_statement(by_message: bool) -> Any:
         messages.c.practice_id == _of_message("practice_id", by_message),
         # The index's predicate, as SQL literals: PostgreSQL proves a partial index usable
         # only from constants, and a prepared statement's generic plan has parameters.
-        sql_text(_IN_FLIGHT_SQL),
+        sql_text(IN_FLIGHT_STATUSES_SQL),
         messages.c.claimed_at > bindparam("day_ago", type_=messages.c.claimed_at.type),
         messages.c.kind != "reply",
         messages.c.id != bindparam("message_id"),
@@ -1383,9 +1399,7 @@ def _failed_send(
             session.commit()
             log.warning("text %s: %s; retrying in %s", message.id, exc.message, delay)
             return "retry"
-        if task is not None:
-            mark_call_manually(session, task, now, reason="the text could not be sent")
-        return _finish(session, message, "failed", now, reason=f"gave up: {exc.message}")
+        return _give_up(session, message, now, reason=f"gave up: {exc.message}")
     log.warning("text %s refused by the provider (code %s)", message.id, exc.code)
     if exc.code == OPTED_OUT_CODE:
         # The carrier knows the patient said STOP (perhaps to another service on this
@@ -1534,13 +1548,14 @@ def reconcile_message(
     claimed = message.claimed_at or message.updated_at
     contact_id, to, from_ = message.contact_id, message.to_number, message.from_number
     session.commit()  # no lock held across the HTTP request
+    records: list[MessageRecord] | None
     try:
         records = gateway.list_messages(to=to, from_=from_, sent_after=claimed - CLOCK_SKEW)
     except GatewayError as exc:
         log.warning("text %s: could not list messages (%s)", message_id, exc.message)
         if now - claimed < UNCONFIRMED_AFTER:
             return "waiting"
-        return _give_up_unconfirmed(session, message_id, contact_id, now)
+        records = None
     # Contact, then message, as everywhere: giving up moves the task to call manually,
     # which cancels its other unsent texts, as an opt-out (holding the contact) may be.
     consent.lock_contact(session, contact_id)
@@ -1548,6 +1563,21 @@ def reconcile_message(
     if message is None or not _needs_reconcile(message, now):
         session.rollback()
         return "skipped"
+    if records is None:
+        # Twilio's list could not be read for UNCONFIRMED_AFTER: the text may or may not
+        # have gone. Sent again it might reach the patient twice; left unknown the task
+        # would wait on it for good. A person calls instead. Not "failed": it may have
+        # gone, so it still counts against the patient's caps, and a late callback from
+        # Twilio still moves it on (see _RANK).
+        log.warning("text %s: outcome never confirmed; not sent again", message_id)
+        return _give_up(
+            session,
+            message,
+            now,
+            status="unconfirmed",
+            reason="outcome never confirmed (message list unreadable)",
+            call_reason="whether the text went could not be confirmed",
+        )
     known = set(
         session.scalars(
             select(Message.message_sid).where(
@@ -1581,40 +1611,11 @@ def reconcile_message(
     message.updated_at = now
     delay = _retry_later(message, now)
     if delay is None:
-        task = None if message.task_id is None else session.get(Task, message.task_id)
-        if task is not None:
-            mark_call_manually(session, task, now, reason="the text could not be sent")
         log.warning("text %s: not at the provider, and out of tries", message_id)
-        return _finish(session, message, "failed", now, reason="gave up: never reached Twilio")
+        return _give_up(session, message, now, reason="gave up: never reached Twilio")
     session.commit()
     log.info("text %s: not at the provider; sending again in %s", message_id, delay)
     return "resend"
-
-
-def _give_up_unconfirmed(session: Session, message_id: int, contact_id: int, now: datetime) -> str:
-    """Twilio's list could not be read for UNCONFIRMED_AFTER: the text may or may not have
-    gone. Sent again, it might reach the patient twice; left unknown, the task would wait on
-    it for good. A person calls instead, and the text is not sent again."""
-    consent.lock_contact(session, contact_id)
-    message = _locked_or_none(session, message_id)
-    if message is None or not _needs_reconcile(message, now):
-        session.rollback()
-        return "skipped"
-    task = None if message.task_id is None else session.get(Task, message.task_id)
-    if task is not None:
-        mark_call_manually(
-            session, task, now, reason="whether the text went could not be confirmed"
-        )
-    log.warning("text %s: outcome never confirmed; not sent again", message_id)
-    # Not "failed": it may have gone, so it still counts against the patient's caps, and a
-    # late callback from Twilio still moves it on (see _RANK).
-    return _finish(
-        session,
-        message,
-        "unconfirmed",
-        now,
-        reason="outcome never confirmed (message list unreadable)",
-    )
 
 
 def _locked_or_none(session: Session, message_id: int) -> Message | None:

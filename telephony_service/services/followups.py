@@ -166,13 +166,7 @@ def run_followup(session: Session, followup_id: int, *, now: datetime, base_url:
     if task_id is None:
         session.rollback()
         return outcome
-    # Lock order everywhere: contact, then task, then the rest. A STOP (which locks the
-    # contact, then its tasks) and a step writing a text to the same patient would
-    # otherwise each hold what the other waits for.
-    contact_id = session.scalar(select(Task.contact_id).where(Task.id == task_id))
-    contact = consent.lock_contact(session, contact_id) if contact_id is not None else None
-    task = locked(session, Task, task_id)
-    followup = locked(session, FollowUp, followup_id)
+    contact, task, followup = _lock_step(session, task_id, followup_id)
     if followup.state != "pending" or followup.due_at > now:
         session.rollback()
         return outcome
@@ -198,6 +192,20 @@ def run_followup(session: Session, followup_id: int, *, now: datetime, base_url:
         _write_steps(session, [following])
     session.commit()
     return outcome
+
+
+def _lock_step(
+    session: Session, task_id: int, followup_id: int
+) -> tuple[Contact | None, Task, FollowUp]:
+    """A step with its task and the task's contact, locked and read afresh.
+
+    Lock order everywhere: contact, then task, then the rest. A STOP (which locks the
+    contact, then its tasks) and a step writing a text to the same patient would otherwise
+    each hold what the other waits for.
+    """
+    contact_id = session.scalar(select(Task.contact_id).where(Task.id == task_id))
+    contact = consent.lock_contact(session, contact_id) if contact_id is not None else None
+    return contact, locked(session, Task, task_id), locked(session, FollowUp, followup_id)
 
 
 def _run(
@@ -418,11 +426,7 @@ def step_failed(session: Session, followup_id: int, *, now: datetime) -> bool:
     if task_id is None:
         session.rollback()
         return False
-    contact_id = session.scalar(select(Task.contact_id).where(Task.id == task_id))
-    if contact_id is not None:
-        consent.lock_contact(session, contact_id)  # contact, then task, then the rest
-    task = locked(session, Task, task_id)
-    followup = locked(session, FollowUp, followup_id)
+    _, task, followup = _lock_step(session, task_id, followup_id)
     if followup.state != "pending":
         session.rollback()
         return False
